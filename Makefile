@@ -1,0 +1,62 @@
+# orchestrators - the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check -q
+
+# Installs are repeatable: everything comes pinned from the lock files (see `make lock`).
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: help run test test-deps lint fmt bench docker lock clean
+
+help:
+	@echo "make run        create the virtualenv, install, start the service on 127.0.0.1:8088"
+	@echo "make test       install what the tests need and run the whole suite"
+	@echo "make lint       ruff (lint + format check) and mypy (strict on app/)"
+	@echo "make bench      measure the service against a bare app and a bare relay (prints figures)"
+	@echo "make docker     build the service's container image"
+	@echo "make lock       re-resolve the pinned dependency sets (requirements*.lock)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(RUNTIME_STAMP): requirements.lock | $(BIN)/python
+	$(PIP) install -r requirements.lock
+	@touch $@
+
+$(DEV_STAMP): requirements-dev.lock | $(BIN)/python
+	$(PIP) install -r requirements-dev.lock
+	@touch $(RUNTIME_STAMP) $@
+
+run: $(RUNTIME_STAMP)
+	$(BIN)/python -m app
+
+# Everything the suite needs beyond Python packages (services it starts, binaries it builds).
+test-deps: $(DEV_STAMP)
+
+test: test-deps
+	$(BIN)/python -m pytest
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check app tests scripts bench
+	$(BIN)/ruff format --check app tests scripts bench
+	$(BIN)/mypy
+
+fmt: $(DEV_STAMP)
+	$(BIN)/ruff format app tests scripts bench
+	$(BIN)/ruff check --fix app tests scripts bench
+
+bench: $(DEV_STAMP)
+	$(BIN)/python bench/run.py
+
+docker:
+	scripts/build_service_image.sh
+
+lock:
+	scripts/lock.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""Reading request bodies on the hot path: raw bytes -> orjson -> the pydantic model.
+
+Routes that take a JSON body read it here instead of through FastAPI's body parameters, which
+cost more per request and turn every parsing failure into a generic 400. The models are still
+documented in ``/docs`` through :func:`json_body_doc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from app.api.errors import validation_message
+from app.errors import InvalidRequest
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    body = await request.body()
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json"
+        )
+    return data
+
+
+def validate(model: type[ModelT], data: dict[str, Any]) -> ModelT:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_message(exc.errors(include_url=False)) from None
+
+
+async def read_model(request: Request, model: type[ModelT]) -> tuple[ModelT, dict[str, Any]]:
+    """The validated model and the raw object (for forwarding fields the model does not name)."""
+    data = await read_json_object(request)
+    return validate(model, data), data
+
+
+def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` that documents ``model`` as the JSON request body of a route."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }

@@ -1,0 +1,31 @@
+"""``POST /echo``: a debugging aid that proves auth and the request path work."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from app.api.body import json_body_doc, read_json_object, validate
+from app.deps import CallerDep
+
+router = APIRouter(tags=["debug"])
+
+MAX_ECHO_CHARS = 10_000  # an echo is for debugging, not a data channel
+
+
+class EchoRequest(BaseModel):
+    message: str = Field(default="", max_length=MAX_ECHO_CHARS)
+
+
+class EchoResponse(BaseModel):
+    echo: str
+
+
+@router.post("/echo", response_model=EchoResponse, openapi_extra=json_body_doc(EchoRequest))
+async def echo(request: Request, _: CallerDep) -> EchoResponse:
+    """Returns ``{"echo": message}``. An empty body echoes an empty string."""
+    body = await request.body()
+    if not body.strip():
+        return EchoResponse(echo="")
+    payload = validate(EchoRequest, await read_json_object(request))
+    return EchoResponse(echo=payload.message)

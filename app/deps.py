@@ -1,0 +1,106 @@
+"""Dependencies and their ``Annotated`` aliases: how routers reach the app state and the caller.
+
+The caller is derived once per request, here: the API switch, bearer auth and the rate limit are
+one dependency so that a protected route pays for a single dependency call.
+"""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth import ANONYMOUS, Principal
+from app.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
+from app.lifespan import AppState
+from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
+from app.orchestrator.service import Orchestrator
+from app.settings import Settings
+
+
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
+# pool, which costs more than the whole rest of a demo-mode request.
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.orch
+    return state
+
+
+async def get_state(request: Request) -> AppState:
+    return app_state(request)
+
+
+async def get_settings(request: Request) -> Settings:
+    return app_state(request).settings
+
+
+async def get_orchestrator(request: Request) -> Orchestrator:
+    return app_state(request).orchestrator
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.scope["state"][STATE_REQUEST_ID]
+    return rid
+
+
+def client_address(request: Request, trusted_proxies: list[str]) -> str:
+    """The caller's address; X-Forwarded-For is honoured only from a configured trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    if not trusted_proxies or peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    # Walk from the nearest hop back, skipping our own proxies: the first other hop is the client.
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if hop not in trusted_proxies:
+            try:
+                return str(ip_address(hop))
+            except ValueError:
+                return peer
+    return peer
+
+
+async def _identify(request: Request, *, rate_limited: bool) -> Principal:
+    state = app_state(request)
+    settings = state.settings
+    principal = state.authenticator.identify(request.headers.get("authorization"))
+    if rate_limited and state.limiter is not None:
+        # Only a *valid* token buys its own bucket; anything else is counted against the address,
+        # so rotating random bearer strings does not escape the limit.
+        key = f"p:{principal.id}" if principal else "ip:" + client_address(request, settings.trusted_proxies)
+        outcome = await state.limiter.hit(key)
+        if outcome is not None:
+            headers = outcome.headers()
+            add_response_headers(request.scope, headers)
+            if not outcome.allowed:
+                raise RateLimited(f"Rate limit exceeded: {settings.rate_limit}. Retry later.")
+    if principal is None:
+        if state.authenticator.required:
+            raise AuthenticationFailed()
+        principal = ANONYMOUS
+    request.scope["state"][STATE_PRINCIPAL] = principal.id
+    return principal
+
+
+async def authenticated(request: Request) -> Principal:
+    """Bearer auth only (no rate limit): for /metrics."""
+    return await _identify(request, rate_limited=False)
+
+
+async def caller(request: Request) -> Principal:
+    """Auth plus rate limit: routes outside /v1 (e.g. /echo)."""
+    return await _identify(request, rate_limited=True)
+
+
+async def api_caller(request: Request) -> Principal:
+    """The /v1 guard: the API switch, then auth plus rate limit."""
+    if not app_state(request).settings.enable_api:
+        raise ServiceUnavailable("The API is disabled (ORCH_ENABLE_API=0).", code="api_disabled")
+    return await _identify(request, rate_limited=True)
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
+CallerDep = Annotated[Principal, Depends(caller)]
+ApiCallerDep = Annotated[Principal, Depends(api_caller)]

@@ -1,0 +1,123 @@
+"""The one error hierarchy of the service.
+
+Services raise these; the API layer turns every one of them (and every framework error) into the
+OpenAI error envelope ``{"error": {"message", "type", "param", "code"}}`` with the status code the
+official SDK maps to its typed exceptions. Nothing here imports FastAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+
+class OrchestratorError(Exception):
+    """Base class: an HTTP status, an OpenAI error ``type`` and a short machine ``code``."""
+
+    status: int = 500
+    type: str = "server_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.message = message
+        self.code = code if code is not None else self.default_code
+        self.param = param
+        self.headers = headers or {}
+        # Fields added next to "error" at the top level (e.g. memory_decision on a 502).
+        self.extra = extra or {}
+
+    def envelope(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        }
+        body.update(self.extra)
+        return body
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+
+class InvalidRequest(OrchestratorError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(OrchestratorError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+
+    def __init__(self, message: str = "Missing or invalid bearer token.", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kwargs)
+
+
+class PermissionDenied(OrchestratorError):
+    status = 403
+    type = "permission_error"
+    default_code = "forbidden"
+
+
+class NotFound(OrchestratorError):
+    status = 404
+    type = "not_found_error"
+    default_code = "not_found"
+
+
+class MethodNotAllowed(OrchestratorError):
+    status = 405
+    type = "invalid_request_error"
+    default_code = "method_not_allowed"
+
+
+class PayloadTooLarge(OrchestratorError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(OrchestratorError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class InternalError(OrchestratorError):
+    status = 500
+    type = "server_error"
+    default_code = "internal_error"
+
+    def __init__(self, message: str = "Internal server error.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class ProviderError(OrchestratorError):
+    """The upstream model server failed (unreachable, bad answer)."""
+
+    status = 502
+    type = "provider_error"
+    default_code = "provider_error"
+
+
+class ServiceUnavailable(OrchestratorError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
+
+
+class ProviderTimeout(ProviderError):
+    status = 504
+    default_code = "provider_timeout"

@@ -1,0 +1,82 @@
+"""The application factory.
+
+``create_app(settings)`` builds an app from a :class:`Settings` object (tests do this, one app per
+test); the module-level ``app`` is built from the environment for ``uvicorn app.main:app``. Building
+the app does no I/O: databases, clients and the rest open in the lifespan.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import chat, echo, health, models
+from app.api.errors import install_error_handlers
+from app.api.openapi import install_openapi
+from app.lifespan import lifespan_for
+from app.observability.logging import configure_logging
+from app.observability.metrics import Metrics
+from app.observability.middleware import RequestContextMiddleware
+from app.schemas.chat import ChatCompletionRequest
+from app.settings import ConfigError, Settings, exit_on_config_error, load_settings
+
+DESCRIPTION = (
+    "A local-first LLM orchestration service: an OpenAI-compatible gateway with receipts, "
+    "a memory gate, guarded tools and deterministic routing. Authorize with the bearer token "
+    "(`Authorization: Bearer ...`) to try the routes here."
+)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    metrics = Metrics()
+    app = FastAPI(
+        title="orchestrators",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=None,
+    )
+    tracer_provider = None
+    if settings.otel_enabled:
+        from app.observability.otel import instrument
+
+        tracer_provider = instrument(
+            app, service_name=settings.service_name, endpoint=settings.otel_exporter_otlp_endpoint
+        )
+    app.router.lifespan_context = lifespan_for(settings, metrics, tracer_provider)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_request_bytes=settings.max_request_bytes,
+        metrics=metrics,
+        otel=settings.otel_enabled,
+    )
+    install_error_handlers(app)
+    for module in (health, echo, models, chat):
+        app.include_router(module.router)
+    install_openapi(app, [ChatCompletionRequest, echo.EchoRequest])
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Read ORCH_* once and build the app; a bad value stops here with one clear line."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        exit_on_config_error(error)
+        raise  # unreachable: exit_on_config_error raises SystemExit
+    configure_logging(settings.log_json, settings.log_level)
+    return create_app(settings)
+
+
+@functools.cache
+def _environment_app() -> FastAPI:
+    return app_from_environment()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `app` is built on first access (PEP 562), so `uvicorn app.main:app` gets an app built from the
+    # environment while importing this module (tests, tools) reads nothing and configures nothing.
+    if name == "app":
+        return _environment_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

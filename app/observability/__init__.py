@@ -1,0 +1,1 @@
+"""Logging, metrics, OpenTelemetry and the request middleware: kept out of business logic."""

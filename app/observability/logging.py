@@ -1,0 +1,87 @@
+"""JSON log lines. One line per request is written by the request middleware.
+
+What is logged is decided by the call sites: never a prompt, a reply or a credential. The
+formatter only serialises the record and the ``extra`` fields it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+LOGGER_NAME = "orchestrators"
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is emitted.
+_RESERVED = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's ANSI-coloured duplicate of the message
+}
+
+
+def _where(tb: TracebackType | None) -> str | None:
+    frame = None
+    while tb is not None:
+        frame, tb = tb, tb.tb_next
+    if frame is None:
+        return None
+    code = frame.tb_frame.f_code
+    return f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno} in {code.co_name}"
+
+
+class JsonFormatter(logging.Formatter):
+    """Format a record as one JSON object: time, level, logger, message and the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                payload[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type and where it was raised, not the message or the traceback text: those can
+            # carry request data (a prompt, a token) into the logs.
+            payload["exc_type"] = record.exc_info[0].__name__
+            payload["exc_where"] = _where(record.exc_info[2])
+        return orjson.dumps(payload, default=str).decode()
+
+
+class PlainFormatter(logging.Formatter):
+    """Human-readable lines for development (ORCH_LOG_JSON=0), extras appended as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        extras = [
+            f"{key}={value}"
+            for key, value in record.__dict__.items()
+            if key not in _RESERVED and not key.startswith("_")
+        ]
+        return base + (" " + " ".join(extras) if extras else "")
+
+
+def configure_logging(json_lines: bool, level: str) -> None:
+    """Install one stdout handler on the root logger; uvicorn's loggers propagate into it."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    # Our middleware writes the access log; uvicorn's would duplicate it (and log raw paths).
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)

@@ -1,0 +1,170 @@
+"""The one pure-ASGI middleware on every request.
+
+In a single layer (each layer costs on the hot path) it:
+* gives the request an id: the caller's ``X-Request-ID`` when it is sane, a new one otherwise,
+  and returns it on every response, errors included;
+* enforces ``ORCH_MAX_REQUEST_BYTES`` on the bytes actually read (chunked bodies included);
+* appends headers that dependencies asked for (rate-limit headers) to whatever response is sent;
+* measures the request and writes the access log line and the metrics, labelled by the route
+  template (never the raw path).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import InternalError, OrchestratorError, PayloadTooLarge
+from app.observability.logging import get_logger
+from app.observability.metrics import Metrics
+from app.observability.otel import trace_headers
+
+access_log = get_logger("access")
+log = get_logger("errors")
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_UNMATCHED = "<unmatched>"
+# Probes: counted in neither metrics nor the INFO access log (they would drown both).
+_PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+STATE_REQUEST_ID = "request_id"
+STATE_EXTRA_HEADERS = "extra_headers"
+STATE_PRINCIPAL = "principal"
+
+
+def request_state(scope: Scope) -> dict[str, Any]:
+    """The per-request state dict (``request.state`` in Starlette terms)."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    return state
+
+
+def add_response_headers(scope: Scope, headers: dict[str, str]) -> None:
+    """Ask the middleware to add ``headers`` to the response, whichever response it is."""
+    request_state(scope).setdefault(STATE_EXTRA_HEADERS, []).extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+    )
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics | None, otel: bool = False
+    ) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+        self.otel = otel
+
+    # One function on purpose: it runs on every request, and each call layer costs.
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0915
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = ""
+        declared_length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SANE_REQUEST_ID.fullmatch(candidate):
+                    request_id = candidate
+            elif name == b"content-length":
+                try:
+                    declared_length = int(value)
+                except ValueError:
+                    declared_length = -1
+        if not request_id:
+            request_id = uuid.uuid4().hex
+        state = request_state(scope)
+        state[STATE_REQUEST_ID] = request_id
+        request_id_header = (b"x-request-id", request_id.encode("latin-1"))
+        status = 500
+        otel = self.otel
+
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append(request_id_header)
+                headers.extend(state.get(STATE_EXTRA_HEADERS, ()))
+                if otel:
+                    headers.extend(trace_headers())
+                message["headers"] = headers
+            await send(message)
+
+        limit = self.max_request_bytes
+        if declared_length > limit:
+            status = PayloadTooLarge.status
+            await self._send_error(
+                send_wrapper,
+                PayloadTooLarge(
+                    f"Request body of {declared_length} bytes exceeds the limit of {limit} bytes "
+                    "(ORCH_MAX_REQUEST_BYTES)."
+                ),
+            )
+        else:
+            received = 0
+
+            async def receive_wrapper() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLarge(
+                            f"Request body exceeds the limit of {limit} bytes (ORCH_MAX_REQUEST_BYTES)."
+                        )
+                return message
+
+            try:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except Exception as exc:
+                # Handled here rather than by Starlette's outer ServerErrorMiddleware so that the
+                # 500 carries the request id like every other response.
+                log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+                if response_started:
+                    raise  # mid-body: nothing sane can be sent; let the server drop the connection
+                status = 500
+                await self._send_error(send_wrapper, InternalError())
+            finally:
+                self._record(scope, status, started, request_id)
+            return
+        self._record(scope, status, started, request_id)
+
+    @staticmethod
+    async def _send_error(send: Send, error: OrchestratorError) -> None:
+        body = error.body()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if isinstance(error, PayloadTooLarge):
+            headers.append((b"connection", b"close"))  # the unread body is not worth draining
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or _UNMATCHED
+        method = scope["method"]
+        probe = scope["path"] in _PROBE_PATHS
+        if self.metrics is not None and not probe:
+            self.metrics.observe_request(template, method, status, elapsed)
+        principal = scope.get("state", {}).get(STATE_PRINCIPAL)
+        access_log.log(
+            10 if probe else 20,  # DEBUG for probes, INFO otherwise
+            "request",
+            extra={
+                "request_id": request_id,
+                "route": template,
+                "method": method,
+                "status": status,
+                "latency_ms": round(elapsed * 1000, 3),
+                "principal": principal,
+            },
+        )

@@ -1,0 +1,59 @@
+"""OpenTelemetry: spans for every request, exported over OTLP/HTTP, off unless ORCH_OTEL_ENABLED=1.
+
+The FastAPI instrumentation continues an incoming ``traceparent``; :func:`trace_headers` gives the
+``traceparent`` and ``X-Trace-Id`` response headers for the current span. The provider is private
+to the app (not the global one), so tests can run several apps side by side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
+
+# Probes and the metrics scrape would only add noise to traces.
+EXCLUDED_URLS = "/health,/ready,/metrics"
+_EXPORT_TIMEOUT_SEC = 5
+
+
+def instrument(app: FastAPI, *, service_name: str, endpoint: str) -> TracerProvider:
+    """Instrument ``app``; return the provider so the lifespan can flush and shut it down."""
+    # Imported here: the SDK, exporter and instrumentation are only loaded when OTel is on.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=_EXPORT_TIMEOUT_SEC))
+    )
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=provider,
+        excluded_urls=EXCLUDED_URLS,
+        # Only the server span: per-message receive/send spans cost a lot and say little.
+        exclude_spans=["receive", "send"],
+    )
+    return provider
+
+
+def trace_headers() -> list[tuple[bytes, bytes]]:
+    """``traceparent`` and ``X-Trace-Id`` for the current span (empty when there is none)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return []
+    trace_id = format(context.trace_id, "032x")
+    traceparent = f"00-{trace_id}-{format(context.span_id, '016x')}-{int(context.trace_flags):02x}"
+    return [(b"traceparent", traceparent.encode()), (b"x-trace-id", trace_id.encode())]
+
+
+def current_trace_id() -> str | None:
+    """The current OpenTelemetry trace id (hex), for receipts; None when OTel is off."""
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

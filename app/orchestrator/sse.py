@@ -1,0 +1,70 @@
+"""Server-sent events for streamed chat completions (DESIGN.md, convention 4).
+
+One ``data: <chunk json>`` per delta, all chunks with the same id, the first delta carrying the
+role, a usage chunk with empty ``choices`` when asked for, then ``data: [DONE]``. A failure after
+the first byte is sent in-band as ``data: {"error": {...}}`` followed by ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.errors import OrchestratorError
+
+DONE = b"data: [DONE]\n\n"
+
+# Sent with every streamed response: no caching, and no buffering by reverse proxies (nginx).
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+def event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class ChunkWriter:
+    """Encodes the chunks of one completion (same id, created and model on every chunk)."""
+
+    __slots__ = ("_first", "_head")
+
+    def __init__(self, completion_id: str, created: int, model: str) -> None:
+        # The constant prefix of every chunk, serialised once.
+        self._head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        self._first = True
+
+    def delta(
+        self,
+        *,
+        content: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+        finish_reason: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
+        delta: dict[str, Any] = {}
+        if self._first:
+            delta["role"] = "assistant"
+            self._first = False
+        if content is not None:
+            delta["content"] = content
+        if tool_calls is not None:
+            delta["tool_calls"] = tool_calls
+        chunk: dict[str, Any] = {
+            **self._head,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+        if extra:
+            chunk.update(extra)
+        return event(chunk)
+
+    def usage(self, usage: dict[str, int]) -> bytes:
+        return event({**self._head, "choices": [], "usage": usage})
+
+    @staticmethod
+    def error(error: OrchestratorError) -> bytes:
+        return event(error.envelope())

@@ -1,0 +1,61 @@
+"""Readiness: can this instance serve requests right now?
+
+Components register checks (the provider, databases, the rate-limit storage). Results are cached
+for a few seconds so that a probe every second never turns into a slow upstream call per probe,
+and checks run concurrently, each bounded by a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+CheckFn = Callable[[], Awaitable[tuple[bool, str]]]
+
+CACHE_SECONDS = 3.0  # how long one probe's answer is reused
+CHECK_TIMEOUT_SECONDS = 5.0  # a check slower than this counts as failed
+
+
+@dataclass(slots=True)
+class ReadinessReport:
+    ready: bool
+    reason: str
+    checks: dict[str, str] = field(default_factory=dict)
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._checks: dict[str, CheckFn] = {}
+        self._cached: ReadinessReport | None = None
+        self._cached_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def add(self, name: str, check: CheckFn) -> None:
+        self._checks[name] = check
+
+    async def _run(self, check: CheckFn) -> tuple[bool, str]:
+        try:
+            return await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return False, "timeout"
+        except Exception as exc:
+            return False, type(exc).__name__
+
+    async def report(self) -> ReadinessReport:
+        async with self._lock:  # concurrent probes share one round of checks
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached_at < CACHE_SECONDS:
+                return self._cached
+            names = list(self._checks)
+            results = await asyncio.gather(*(self._run(self._checks[n]) for n in names))
+            checks = {name: reason for name, (_, reason) in zip(names, results, strict=True)}
+            failed = [(name, reason) for name, (ok, reason) in zip(names, results, strict=True) if not ok]
+            report = ReadinessReport(
+                ready=not failed,
+                reason=failed[0][1] if failed else "ok",
+                checks=checks,
+            )
+            self._cached, self._cached_at = report, time.monotonic()
+            return report

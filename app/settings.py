@@ -1,0 +1,236 @@
+"""Every ``ORCH_*`` flag, typed and validated once at startup.
+
+This is the only module that reads the environment. A bad value stops the service with one line
+naming the flag and the value (see :func:`load_settings`); nothing else in the code base calls
+``os.getenv``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+SERVICE_ID = "orchestrators_v2"  # the `service` field of /health and /ready (wire contract)
+
+# Placeholder tokens that ship in example files; production refuses to start with any of them.
+PLACEHOLDER_TOKENS = frozenset(
+    {
+        "changeme",
+        "changeme_for_production",
+        "change_me",
+        "replace_me",
+        "rotate_me_32_chars_min",
+        "your-token-here",
+        "token",
+        "secret",
+        "test",
+        "testtoken",
+    }
+)
+
+# Secret-valued flags: their values are never echoed in error messages.
+_SECRET_FIELDS = frozenset({"bearer_token", "principals"})
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The service configuration. Field ``foo_bar`` is the environment flag ``ORCH_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ORCH_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # --- server ---------------------------------------------------------------------------
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65535)
+    enable_api: bool = True
+
+    # --- auth -----------------------------------------------------------------------------
+    require_bearer: bool = True
+    bearer_token: SecretStr = SecretStr("")
+    # Extra callers, each with its own identity: "alice=tokenA,bob=tokenB". Memory, rate limits
+    # and receipts are scoped by this name.
+    principals: SecretStr = SecretStr("")
+    # Where a generated development token is kept so that restarts and workers agree on it.
+    dev_token_path: Path = Path("instance/dev-token")
+
+    # --- guardrails -----------------------------------------------------------------------
+    max_request_bytes: int = Field(1_048_576, ge=1)
+    rate_limit_enabled: bool = True
+    rate_limit: str = "60 per minute"
+    rate_limit_storage_url: str = ""
+    # Trust X-Forwarded-For from these proxies (comma list of IPs) when keying anonymous callers.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- observability --------------------------------------------------------------------
+    log_json: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    metrics_enabled: bool = True
+    otel_enabled: bool = False
+    otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    service_name: str = "orchestrators-v2"
+
+    # --- LLM ------------------------------------------------------------------------------
+    llm_enabled: bool = False
+    llm_provider: Literal["demo", "ollama", "openai"] = "ollama"
+    model_chat: str = "qwen2.5:3b"
+    llm_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("env", "llm_provider", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", "llm_model_allowlist", mode="before")
+    @classmethod
+    def _split_csv(cls, value: Any) -> Any:
+        return _csv(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_address(item)
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError("expected a limit such as '60 per minute' or '10/second'") from None
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in {"memory", "redis", "rediss"}:
+            raise ValueError("expected memory://, redis://host:port/db or rediss://")
+        return value
+
+    @field_validator("otel_exporter_otlp_endpoint")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("principals")
+    @classmethod
+    def _check_principals(cls, value: SecretStr) -> SecretStr:
+        parse_principals(value.get_secret_value())
+        return value
+
+    @model_validator(mode="after")
+    def _production_guard(self) -> Settings:
+        if self.env != "production":
+            return self
+        token = self.bearer_token.get_secret_value()
+        if not self.require_bearer:
+            raise ValueError("ORCH_ENV=production refuses to start with ORCH_REQUIRE_BEARER=0")
+        if not token:
+            raise ValueError("ORCH_ENV=production requires ORCH_BEARER_TOKEN to be set")
+        if token.strip().lower() in PLACEHOLDER_TOKENS or len(token) < 16:
+            raise ValueError(
+                "ORCH_ENV=production refuses a placeholder or short ORCH_BEARER_TOKEN "
+                "(use at least 16 random characters, e.g. `openssl rand -hex 32`)"
+            )
+        if self.rate_limit_enabled and not self.rate_limit_storage_url:
+            raise ValueError(
+                "ORCH_RATE_LIMIT_STORAGE_URL is required in production when rate limiting is enabled "
+                "(e.g. redis://127.0.0.1:6379/0, or memory:// for a single process)"
+            )
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+    @property
+    def auth_required(self) -> bool:
+        """Production always requires the bearer, whatever ORCH_REQUIRE_BEARER says."""
+        return self.require_bearer or self.env == "production"
+
+    @property
+    def rate_limit_storage(self) -> str:
+        return self.rate_limit_storage_url or "memory://"
+
+
+def parse_principals(raw: str) -> dict[str, str]:
+    """Parse ``name=token,name2=token2`` into ``{name: token}``; raise ValueError when malformed."""
+    result: dict[str, str] = {}
+    for pair in raw.split(","):
+        if not pair.strip():
+            continue
+        name, sep, token = pair.partition("=")
+        name, token = name.strip(), token.strip()
+        if not sep or not name or not token:
+            raise ValueError("expected name=token pairs separated by commas")
+        if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
+            raise ValueError(f"principal name {name!r} must be letters, digits, '-' or '_'")
+        if name in result:
+            raise ValueError(f"principal {name!r} is listed twice")
+        result[name] = token
+    return result
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as the one line the operator should read."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """Turn pydantic's report into one line per problem, naming the ORCH_ flag and its value."""
+    lines = []
+    for item in error.errors():
+        loc = item.get("loc") or ()
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not loc:
+            lines.append(message)
+            continue
+        field = str(loc[0])
+        flag = f"ORCH_{field.upper()}"
+        if field in _SECRET_FIELDS:
+            lines.append(f"{flag}: {message}")
+        else:
+            value = item.get("input")
+            lines.append(f"{flag}={value!r}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and ``.env``) once. Raise :class:`ConfigError` with a clear line."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {describe_validation_error(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+def exit_on_config_error(error: ConfigError) -> None:
+    """Print the one-line reason and stop the process (no traceback)."""
+    print(f"orchestrators: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2)

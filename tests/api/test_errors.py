@@ -1,0 +1,114 @@
+"""Every way a request can be wrong gets the right status and the OpenAI error envelope."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import assert_envelope, running
+
+CHAT = "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "fragment"),
+    [
+        (b"{not json", None, "not valid JSON"),
+        (b"", None, "empty"),
+        (b"[1, 2]", None, "must be a JSON object"),
+        (b'"text"', None, "must be a JSON object"),
+        (b"{}", "messages", "Field required"),
+        (b'{"messages": "hello"}', "messages", "valid list"),
+        (b'{"messages": []}', "messages", "at least 1"),
+        (b'{"messages": ["hello"]}', "messages[0]", "valid dictionary"),
+        (b'{"messages": [{"content": "hi"}]}', "messages[0].role", "Field required"),
+        (b'{"messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role", "Input should be"),
+        (b'{"messages": [{"role": "user", "content": 42}]}', "messages[0].content", None),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes please"}', "stream", None),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 9}', "temperature", None),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}', "max_tokens", None),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "model": 12}', "model", None),
+    ],
+)
+async def test_bad_chat_bodies_get_400_naming_the_field(
+    client: httpx.AsyncClient, body: bytes, param: str | None, fragment: str | None
+) -> None:
+    response = await client.post(CHAT, content=body, headers={"content-type": "application/json"})
+    error = assert_envelope(response, 400, type_="invalid_request_error", param=param)
+    if fragment:
+        assert fragment in error["message"]
+
+
+async def test_bad_echo_bodies_get_400(client: httpx.AsyncClient) -> None:
+    assert_envelope(await client.post("/echo", content=b"{oops"), 400)
+    assert_envelope(await client.post("/echo", json={"message": 5}), 400, param="message")
+    assert_envelope(await client.post("/echo", json=["message"]), 400)
+
+
+async def test_unknown_route_is_404_envelope(client: httpx.AsyncClient) -> None:
+    error = assert_envelope(await client.get("/v1/nothing-here"), 404, type_="not_found_error")
+    assert error["code"] == "unknown_route"
+
+
+async def test_wrong_method_is_405_envelope(client: httpx.AsyncClient) -> None:
+    response = await client.get(CHAT)
+    assert_envelope(response, 405, type_="invalid_request_error")
+    assert response.headers["allow"] == "POST"
+
+
+async def test_body_over_the_limit_is_413_by_content_length(app_factory: Callable[..., FastAPI]) -> None:
+    async with running(app_factory(max_request_bytes=200)) as client:
+        big = {"messages": [{"role": "user", "content": "x" * 500}]}
+        error = assert_envelope(await client.post(CHAT, json=big), 413)
+        assert "ORCH_MAX_REQUEST_BYTES" in error["message"]
+        small = {"messages": [{"role": "user", "content": "x"}]}
+        assert (await client.post(CHAT, json=small)).status_code == 200
+
+
+async def test_chunked_body_over_the_limit_is_413_on_bytes_read(app_factory: Callable[..., FastAPI]) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"messages": [{"role": "user", "content": "'
+        for _ in range(20):
+            yield b"y" * 50
+        yield b'"}]}'
+
+    for path in (CHAT, "/echo"):
+        async with running(app_factory(max_request_bytes=300)) as client:
+            request = client.build_request(
+                "POST", path, content=chunks(), headers={"content-type": "application/json"}
+            )
+            assert "content-length" not in request.headers
+            assert_envelope(await client.send(request), 413)
+
+
+async def test_unexpected_failure_is_500_without_internals(app_factory: Callable[..., FastAPI]) -> None:
+    app = app_factory()
+
+    async def explode() -> dict[str, Any]:
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    app.add_api_route("/boom", explode)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/boom")
+    error = assert_envelope(response, 500, type_="server_error")
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert error["code"] == "internal_error"
+
+
+async def test_request_id_is_echoed_when_sane_and_replaced_when_not(client: httpx.AsyncClient) -> None:
+    sane = "req-123.abc:XYZ_9"
+    response = await client.post("/echo", json={}, headers={"X-Request-ID": sane})
+    assert response.headers["x-request-id"] == sane
+    for bad in ("x" * 129, "has space", "semi;colon", "<script>"):
+        response = await client.post("/echo", json={}, headers={"X-Request-ID": bad})
+        generated = response.headers["x-request-id"]
+        assert generated != bad and len(generated) == 32
+    # errors carry it too
+    response = await client.get("/nope", headers={"X-Request-ID": sane})
+    assert response.status_code == 404 and response.headers["x-request-id"] == sane

@@ -1,0 +1,92 @@
+"""Rate limiting: 429 envelope with Retry-After and x-ratelimit-*, keyed by validated principal."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import httpx
+from fastapi import FastAPI
+
+from tests.conftest import TOKEN, assert_envelope, running
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+async def test_fourth_call_is_429_with_headers(app_factory: Callable[..., FastAPI]) -> None:
+    async with running(app_factory(rate_limit="3 per minute")) as client:
+        for remaining in (2, 1, 0):
+            response = await client.post("/echo", json={})
+            assert response.status_code == 200
+            assert response.headers["x-ratelimit-limit"] == "3"
+            assert response.headers["x-ratelimit-remaining"] == str(remaining)
+        response = await client.post("/echo", json={})
+        error = assert_envelope(response, 429, type_="rate_limit_error")
+        assert error["code"] == "rate_limit_exceeded"
+        assert 1 <= int(response.headers["retry-after"]) <= 60
+        assert response.headers["x-ratelimit-remaining"] == "0"
+        # probes are never limited
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/ready")).status_code == 200
+
+
+async def test_random_bearer_strings_do_not_buy_fresh_buckets(app_factory: Callable[..., FastAPI]) -> None:
+    async with running(app_factory(rate_limit="3 per minute"), token=None) as client:
+        statuses = [
+            (
+                await client.post("/echo", json={}, headers={"Authorization": f"Bearer fake-{uuid.uuid4()}"})
+            ).status_code
+            for _ in range(5)
+        ]
+        # the first three are counted against the address and rejected as unauthenticated,
+        # then the address is out of budget whatever token is invented
+        assert statuses == [401, 401, 401, 429, 429]
+        # a valid principal has its own bucket
+        ok = await client.post("/echo", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200
+
+
+async def test_principals_have_separate_buckets(app_factory: Callable[..., FastAPI]) -> None:
+    app = app_factory(rate_limit="2 per minute", principals="alice=alice-token-123456")
+    async with running(app) as client:
+        for _ in range(2):
+            assert (await client.post("/echo", json={})).status_code == 200
+        assert (await client.post("/echo", json={})).status_code == 429
+        alice = {"Authorization": "Bearer alice-token-123456"}
+        assert (await client.post("/echo", json={}, headers=alice)).status_code == 200
+
+
+async def test_redis_storage_shares_counters_across_replicas(app_factory: Callable[..., FastAPI]) -> None:
+    # A principal name unique to this run, so earlier runs in the same minute do not interfere.
+    name = "replica-test-" + uuid.uuid4().hex[:12]
+    token = "token-" + uuid.uuid4().hex
+    settings = {
+        "rate_limit": "4 per minute",
+        "rate_limit_storage_url": REDIS_URL,
+        "principals": f"{name}={token}",
+    }
+    first, second = app_factory(**settings), app_factory(**settings)
+    async with running(first, token=token) as a, running(second, token=token) as b:
+        results = []
+        for client in (a, b, a, b, a, b):
+            results.append((await client.post("/echo", json={})).status_code)
+        assert results == [200, 200, 200, 200, 429, 429]
+        ready = await a.get("/ready")
+        assert ready.json()["checks"]["rate_limit_storage"] == "ok"
+
+
+async def test_unreachable_redis_fails_open_and_ready_says_why(app_factory: Callable[..., FastAPI]) -> None:
+    app = app_factory(rate_limit="1 per minute", rate_limit_storage_url="redis://127.0.0.1:1/0")
+    async with running(app) as client:
+        for _ in range(3):
+            assert (await client.post("/echo", json={})).status_code == 200
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "rate_limit_storage_unavailable"
+
+
+async def test_rate_limit_headers_on_chat(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
+    )
+    assert response.headers["x-ratelimit-limit"] == "1000"

@@ -1,0 +1,101 @@
+"""Starting the service as a user would: entry points, bad configuration, the token, the logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.server import E2E_TOKEN, ROOT, LiveServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def run_to_exit(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    server = LiveServer(tmp_path, env, command)
+    return subprocess.run(
+        command, check=False, cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"ORCH_PORT": "abc"}, "ORCH_PORT='abc'"),
+        ({"ORCH_RATE_LIMIT": "abc"}, "ORCH_RATE_LIMIT='abc'"),
+        ({"ORCH_LLM_PROVIDER": "skynet"}, "ORCH_LLM_PROVIDER='skynet'"),
+        ({"ORCH_ENV": "production", "ORCH_BEARER_TOKEN": "changeme_for_production"}, "placeholder"),
+        ({"ORCH_ENV": "production", "ORCH_REQUIRE_BEARER": "0"}, "ORCH_REQUIRE_BEARER=0"),
+        (
+            {"ORCH_ENV": "production", "ORCH_BEARER_TOKEN": "a" * 8 + "b9c8d7e6f5a4b3c2"},
+            "ORCH_RATE_LIMIT_STORAGE_URL is required",
+        ),
+    ],
+)
+@pytest.mark.parametrize("entry", ["python -m app", "uvicorn app.main:app"])
+def test_bad_configuration_stops_with_one_clear_line(
+    tmp_path: Path, env: dict[str, str], expected: str, entry: str
+) -> None:
+    command = (
+        [sys.executable, "-m", "app"]
+        if entry == "python -m app"
+        else [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
+    )
+    result = run_to_exit(tmp_path, command, env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
+def test_uvicorn_entry_point_serves(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    server = LiveServer(tmp_path, {}, command)
+    server.url = f"http://127.0.0.1:{port}"
+    with server:
+        response = httpx.post(
+            server.url + "/echo", json={"message": "hi"}, headers={"Authorization": f"Bearer {E2E_TOKEN}"}
+        )
+        assert response.json() == {"echo": "hi"}
+
+
+def test_without_a_token_a_development_token_is_announced(tmp_path: Path) -> None:
+    with LiveServer(tmp_path, {"ORCH_BEARER_TOKEN": ""}) as server:
+        token_file = tmp_path / "instance" / "dev-token"  # relative paths resolve against the cwd
+        token = token_file.read_text().strip()
+        assert f"Authorization: Bearer {token}" in server.logs()
+        response = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
+
+
+def test_json_access_log_has_one_line_per_request_and_no_prompt_or_token(tmp_path: Path) -> None:
+    secret_prompt = "my very private prompt 8d1f"
+    with LiveServer(tmp_path, {"ORCH_LOG_JSON": "1"}) as server:
+        headers = {"Authorization": f"Bearer {E2E_TOKEN}", "X-Request-ID": "log-test-1"}
+        reply = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": secret_prompt}]},
+            headers=headers,
+        )
+        assert reply.status_code == 200
+        httpx.get(server.url + "/v1/nothing/123", headers=headers)
+        server.stop()
+        logs = server.logs()
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("message") == "request"]
+    chat = [line for line in requests if line["route"] == "/v1/chat/completions"]
+    assert len(chat) == 1
+    entry = chat[0]
+    assert entry["request_id"] == "log-test-1" and entry["method"] == "POST" and entry["status"] == 200
+    assert isinstance(entry["latency_ms"], float)
+    assert any(line["route"] == "<unmatched>" and line["status"] == 404 for line in requests)
+    assert secret_prompt not in logs
+    assert "[ORCHESTRATORS_V2" not in logs  # nor the reply
+    assert E2E_TOKEN not in logs
+    assert str(ROOT) not in json.dumps(requests)

@@ -1,0 +1,111 @@
+"""Settings: typed flags, one clear line for a bad value, production refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import ConfigError, Settings, load_settings, parse_principals
+
+GOOD_TOKEN = "9f2c1e7a4b6d8e0f1a3c5e7b9d1f3a5c"
+
+
+def load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **env: str) -> Settings:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load(monkeypatch, tmp_path)
+    assert settings.host == "127.0.0.1" and settings.port == 8088
+    assert settings.require_bearer and settings.auth_required
+    assert not settings.llm_enabled
+    assert settings.rate_limit == "60 per minute" and settings.rate_limit_storage == "memory://"
+    assert settings.max_request_bytes == 1_048_576
+    assert not settings.otel_enabled
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("ORCH_PORT", "abc", "ORCH_PORT='abc'"),
+        ("ORCH_PORT", "70000", "ORCH_PORT='70000'"),
+        ("ORCH_LLM_PROVIDER", "gpt5", "ORCH_LLM_PROVIDER='gpt5'"),
+        ("ORCH_RATE_LIMIT", "abc", "ORCH_RATE_LIMIT='abc'"),
+        ("ORCH_RATE_LIMIT_STORAGE_URL", "mysql://x", "ORCH_RATE_LIMIT_STORAGE_URL"),
+        ("ORCH_LOG_LEVEL", "LOUD", "ORCH_LOG_LEVEL='LOUD'"),
+        ("ORCH_REQUIRE_BEARER", "maybe", "ORCH_REQUIRE_BEARER='maybe'"),
+        ("ORCH_MAX_REQUEST_BYTES", "-5", "ORCH_MAX_REQUEST_BYTES='-5'"),
+        ("ORCH_ENV", "staging", "ORCH_ENV='staging'"),
+        ("ORCH_TRUSTED_PROXIES", "not-an-ip", "ORCH_TRUSTED_PROXIES"),
+        ("ORCH_OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://x", "ORCH_OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ],
+)
+def test_a_bad_value_names_the_flag_and_the_value(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, value: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, **{flag: value})
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, ORCH_PRINCIPALS="alice:supersecretvalue")
+    assert "ORCH_PRINCIPALS" in str(caught.value)
+    assert "supersecretvalue" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"ORCH_REQUIRE_BEARER": "0", "ORCH_BEARER_TOKEN": GOOD_TOKEN}, "ORCH_REQUIRE_BEARER=0"),
+        ({"ORCH_BEARER_TOKEN": ""}, "ORCH_BEARER_TOKEN"),
+        ({"ORCH_BEARER_TOKEN": "changeme_for_production"}, "placeholder"),
+        ({"ORCH_BEARER_TOKEN": "short"}, "placeholder or short"),
+        ({"ORCH_BEARER_TOKEN": GOOD_TOKEN}, "ORCH_RATE_LIMIT_STORAGE_URL is required"),
+    ],
+)
+def test_production_refuses_unsafe_configurations(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, ORCH_ENV="production", **env)
+    assert fragment in str(caught.value)
+
+
+def test_production_starts_when_safe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load(
+        monkeypatch,
+        tmp_path,
+        ORCH_ENV="production",
+        ORCH_BEARER_TOKEN=GOOD_TOKEN,
+        ORCH_RATE_LIMIT_STORAGE_URL="redis://127.0.0.1:6379/0",
+    )
+    assert settings.auth_required
+    off = load(monkeypatch, tmp_path, ORCH_RATE_LIMIT_ENABLED="0", ORCH_RATE_LIMIT_STORAGE_URL="")
+    assert off.env == "production" and not off.rate_limit_enabled
+
+
+def test_dotenv_is_read_from_the_working_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("ORCH_PORT=9099\nORCH_LLM_MODEL_ALLOWLIST=a, b ,c\n")
+    settings = load(monkeypatch, tmp_path)
+    assert settings.port == 9099
+    assert settings.llm_model_allowlist == ["a", "b", "c"]
+
+
+def test_principals_parse() -> None:
+    assert parse_principals("alice=t1, bob = t2,") == {"alice": "t1", "bob": "t2"}
+    for bad in ("alice", "=t", "alice=", "a b=t", "alice=t1,alice=t2"):
+        with pytest.raises(ValueError):
+            parse_principals(bad)
+
+
+def test_boolean_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for value, expected in (("1", True), ("0", False), ("true", True), ("off", False)):
+        assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=value).metrics_enabled is expected
