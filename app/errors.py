@@ -121,3 +121,17 @@ class ServiceUnavailable(OrchestratorError):
 class ProviderTimeout(ProviderError):
     status = 504
     default_code = "provider_timeout"
+
+
+class CircuitOpen(ServiceUnavailable):
+    """The provider's circuit breaker is open: failing fast instead of waiting on a dead upstream."""
+
+    type = "circuit_open"
+    default_code = "circuit_open"
+
+
+class UpstreamRejected(OrchestratorError):
+    """The upstream answered 4xx: its status and message are passed through."""
+
+    type = "invalid_request_error"
+    default_code = "upstream_error"

@@ -18,9 +18,9 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Orchestrator
 from app.providers.base import LLMProvider
-from app.providers.demo import DEMO_MODEL, DemoProvider
+from app.providers.factory import build_provider
 from app.ratelimit import RateLimiter
-from app.readiness import Readiness
+from app.readiness import CheckFn, Readiness
 from app.settings import Settings, parse_principals
 
 if TYPE_CHECKING:
@@ -75,13 +75,12 @@ def build_authenticator(settings: Settings) -> Authenticator:
     return Authenticator(tokens, required=settings.auth_required)
 
 
-def build_provider(settings: Settings) -> tuple[LLMProvider, str]:
-    """The provider and its default model. Demo unless ORCH_LLM_ENABLED=1."""
-    if not settings.llm_enabled or settings.llm_provider == "demo":
-        return DemoProvider(), DEMO_MODEL
-    raise NotImplementedError(
-        f"ORCH_LLM_PROVIDER={settings.llm_provider} needs the provider adapters (issue: providers)"
-    )
+def provider_check(provider: LLMProvider) -> CheckFn:
+    async def check() -> tuple[bool, str]:
+        health = await provider.health()
+        return health.ok, health.reason
+
+    return check
 
 
 def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None):  # type: ignore[no-untyped-def]
@@ -98,10 +97,13 @@ def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
                 readiness.add("rate_limit_storage", limiter.readiness_check)
             provider, default_model = build_provider(settings)
             stack.push_async_callback(provider.aclose)
+            if settings.llm_enabled:
+                readiness.add("provider", provider_check(provider))
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,
                 model_allowlist=settings.llm_model_allowlist,
+                max_output_chars=settings.llm_max_output_chars,
             )
             app.state.orch = AppState(
                 settings=settings,

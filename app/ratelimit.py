@@ -89,9 +89,7 @@ class RateLimiter:
         except Exception as exc:
             if now - self._last_error_log > 10:
                 self._last_error_log = now
-                log.warning(
-                    "rate limit storage failed; allowing requests", extra={"error": type(exc).__name__}
-                )
+                log.warning("rate limit storage failed; allowing requests", extra={"error": type(exc).__name__})
             return None
         return tightest
 

@@ -35,7 +35,7 @@ PLACEHOLDER_TOKENS = frozenset(
 )
 
 # Secret-valued flags: their values are never echoed in error messages.
-_SECRET_FIELDS = frozenset({"bearer_token", "principals"})
+_SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key"})
 
 
 def _csv(value: Any) -> Any:
@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     llm_provider: Literal["demo", "ollama", "openai"] = "ollama"
     model_chat: str = "qwen2.5:3b"
     llm_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Non-loopback upstreams are refused unless this is on (local-first).
+    llm_network_enabled: bool = False
+    ollama_url: str = "http://127.0.0.1:11434"
+    # What the OpenAI client calls base_url, /v1 included.
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_api_key: SecretStr = SecretStr("")
+    llm_timeout_sec: float = Field(30.0, gt=0)
+    llm_health_timeout_sec: float = Field(5.0, gt=0)
+    llm_max_output_chars: int = 4000  # <= 0: unlimited
+    llm_retry_count: int = Field(0, ge=0, le=10)
+    llm_retry_backoff_sec: float = Field(0.5, ge=0)
+    llm_circuit_max_failures: int = Field(3, ge=0)  # 0: breaker off
+    llm_circuit_reset_sec: float = Field(30.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -134,12 +147,13 @@ class Settings(BaseSettings):
             raise ValueError("expected memory://, redis://host:port/db or rediss://")
         return value
 
-    @field_validator("otel_exporter_otlp_endpoint")
+    @field_validator("otel_exporter_otlp_endpoint", "ollama_url", "openai_base_url")
     @classmethod
     def _check_http_url(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"http", "https"}:
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return value.rstrip("/")
 
     @field_validator("principals")
     @classmethod

@@ -35,9 +35,7 @@ async def running(app: FastAPI, *, token: str | None = TOKEN) -> AsyncIterator[h
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver", headers=headers
-        ) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers) as client:
             yield client
 
 

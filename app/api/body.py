@@ -29,9 +29,7 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
-        raise InvalidRequest(
-            f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json"
-        )
+        raise InvalidRequest(f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json")
     return data
 
 

@@ -33,9 +33,7 @@ _MAX_CONVERSATION_ID = 128
         }
     },
 )
-async def create_chat_completion(
-    request: Request, principal: ApiCallerDep, orchestrator: OrchestratorDep
-) -> Response:
+async def create_chat_completion(request: Request, principal: ApiCallerDep, orchestrator: OrchestratorDep) -> Response:
     chat, raw = await read_model(request, ChatCompletionRequest)
     conversation = request.headers.get("x-conversation-id")
     ctx = CallContext(
@@ -46,8 +44,6 @@ async def create_chat_completion(
     )
     if chat.stream:
         stream = await orchestrator.open_stream(chat, raw, ctx)
-        return StreamingResponse(
-            stream, media_type="text/event-stream", headers={**STREAM_HEADERS, **AI_HEADERS}
-        )
+        return StreamingResponse(stream, media_type="text/event-stream", headers={**STREAM_HEADERS, **AI_HEADERS})
     body = await orchestrator.complete(chat, raw, ctx)
     return Response(orjson.dumps(body), media_type="application/json", headers=AI_HEADERS)

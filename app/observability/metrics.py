@@ -71,9 +71,7 @@ class Metrics:
         self, name: str, documentation: str, labels: Sequence[str] = (), buckets: Sequence[float] = ()
     ) -> Histogram:
         if buckets:
-            return Histogram(
-                name, documentation, tuple(labels), buckets=tuple(buckets), registry=self.registry
-            )
+            return Histogram(name, documentation, tuple(labels), buckets=tuple(buckets), registry=self.registry)
         return Histogram(name, documentation, tuple(labels), registry=self.registry)
 
     def render(self) -> bytes:

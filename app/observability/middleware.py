@@ -50,9 +50,7 @@ def add_response_headers(scope: Scope, headers: dict[str, str]) -> None:
 
 
 class RequestContextMiddleware:
-    def __init__(
-        self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics | None, otel: bool = False
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics | None, otel: bool = False) -> None:
         self.app = app
         self.max_request_bytes = max_request_bytes
         self.metrics = metrics

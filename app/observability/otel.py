@@ -30,9 +30,7 @@ def instrument(app: FastAPI, *, service_name: str, endpoint: str) -> TracerProvi
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=_EXPORT_TIMEOUT_SEC))
-    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=_EXPORT_TIMEOUT_SEC)))
     FastAPIInstrumentor.instrument_app(
         app,
         tracer_provider=provider,

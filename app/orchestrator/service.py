@@ -60,16 +60,34 @@ def new_completion_id() -> str:
     return "chatcmpl-" + uuid.uuid4().hex
 
 
+MODELS_CACHE_SECONDS = 10.0  # /v1/models asks the upstream at most this often
+
+
 class Orchestrator:
     """Runs chat requests against the configured provider."""
 
-    def __init__(self, *, provider: LLMProvider, default_model: str, model_allowlist: list[str]) -> None:
+    def __init__(
+        self,
+        *,
+        provider: LLMProvider,
+        default_model: str,
+        model_allowlist: list[str],
+        max_output_chars: int = 0,
+    ) -> None:
         self.provider = provider
         self.default_model = default_model
         self.model_allowlist = frozenset(model_allowlist)
+        self.max_output_chars = max_output_chars  # <= 0: unlimited
+        self._models: list[ModelCard] | None = None
+        self._models_at = 0.0
 
     async def list_models(self) -> list[ModelCard]:
-        return await self.provider.list_models()
+        """The provider's models, cached briefly (a model list changes rarely, clients ask often)."""
+        now = time.monotonic()
+        if self._models is None or now - self._models_at > MODELS_CACHE_SECONDS:
+            self._models = await self.provider.list_models()
+            self._models_at = now
+        return self._models
 
     def _resolve_model(self, requested: str | None) -> str:
         if requested and self.model_allowlist and requested not in self.model_allowlist:
@@ -90,13 +108,15 @@ class Orchestrator:
             include_usage=include_usage,
         )
 
-    async def complete(
-        self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext
-    ) -> dict[str, Any]:
+    async def complete(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Answer in one piece: a ``chat.completion`` with the orchestrator fields."""
         request = self._provider_request(chat, raw)
         decisions = Decisions(request_id=ctx.request_id)
         completion = await self.provider.complete(request)
+        cap = self.max_output_chars
+        if cap > 0 and completion.content and len(completion.content) > cap:
+            completion.content = completion.content[:cap]
+            completion.finish_reason = "length"
         message: dict[str, Any] = {"role": "assistant", "content": completion.content}
         if completion.tool_calls:
             message["tool_calls"] = completion.tool_calls
@@ -139,19 +159,25 @@ class Orchestrator:
     ) -> AsyncIterator[bytes]:
         usage = None
         extra: dict[str, Any] | None = decisions.as_dict()  # orchestrator fields ride on the first chunk
+        cap = self.max_output_chars
+        room = cap if cap > 0 else -1  # characters still allowed; -1: unlimited
         try:
             piece = first
             while piece is not None:
                 if piece.usage is not None:
                     usage = piece.usage
-                if piece.content is not None or piece.tool_calls is not None or piece.finish_reason:
-                    yield writer.delta(
-                        content=piece.content,
-                        tool_calls=piece.tool_calls,
-                        finish_reason=piece.finish_reason,
-                        extra=extra,
-                    )
+                content, finish = piece.content, piece.finish_reason
+                if room >= 0 and content:
+                    if len(content) > room:
+                        # Over ORCH_LLM_MAX_OUTPUT_CHARS: send what fits, finish with "length" and
+                        # stop the upstream (closing the stream below), whatever it had left.
+                        content, finish, usage = content[:room], "length", None
+                    room -= len(content)
+                if content or piece.tool_calls is not None or finish:
+                    yield writer.delta(content=content, tool_calls=piece.tool_calls, finish_reason=finish, extra=extra)
                     extra = None
+                if finish == "length" and room == 0:
+                    break
                 piece = await anext(pieces, None)
             if extra is not None:  # the provider sent nothing at all: still a well-formed stream
                 yield writer.delta(content="", finish_reason="stop", extra=extra)

@@ -30,6 +30,13 @@ class Usage:
 
 
 @dataclass(slots=True)
+class CallStats:
+    """Filled in by the provider while it works; read by the orchestrator for receipts."""
+
+    attempts: int = 0
+
+
+@dataclass(slots=True)
 class ProviderRequest:
     """What the provider is asked: the model, the messages, and the options to forward as-is."""
 
@@ -37,6 +44,7 @@ class ProviderRequest:
     messages: list[dict[str, Any]]
     options: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens, tools, ...
     include_usage: bool = False  # streaming: report token usage at the end
+    stats: CallStats = field(default_factory=CallStats)
 
 
 @dataclass(slots=True)

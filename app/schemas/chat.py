@@ -32,9 +32,7 @@ class ChatMessage(BaseModel):
             return self.content
         if not self.content:
             return ""
-        return "\n".join(
-            str(part.get("text", "")) for part in self.content if part.get("type") in (None, "text")
-        )
+        return "\n".join(str(part.get("text", "")) for part in self.content if part.get("type") in (None, "text"))
 
 
 class StreamOptions(BaseModel):

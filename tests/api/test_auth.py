@@ -43,9 +43,7 @@ async def test_protected_routes_reject_missing_or_wrong_tokens(
 
 
 async def test_valid_token_passes_and_scheme_is_case_insensitive(client) -> None:  # type: ignore[no-untyped-def]
-    response = await client.post(
-        "/echo", json={"message": "hi"}, headers={"Authorization": f"bearer {TOKEN}"}
-    )
+    response = await client.post("/echo", json={"message": "hi"}, headers={"Authorization": f"bearer {TOKEN}"})
     assert response.status_code == 200
     assert response.json() == {"echo": "hi"}
 

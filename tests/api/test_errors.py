@@ -78,9 +78,7 @@ async def test_chunked_body_over_the_limit_is_413_on_bytes_read(app_factory: Cal
 
     for path in (CHAT, "/echo"):
         async with running(app_factory(max_request_bytes=300)) as client:
-            request = client.build_request(
-                "POST", path, content=chunks(), headers={"content-type": "application/json"}
-            )
+            request = client.build_request("POST", path, content=chunks(), headers={"content-type": "application/json"})
             assert "content-length" not in request.headers
             assert_envelope(await client.send(request), 413)
 

@@ -31,9 +31,7 @@ async def test_api_switch_off_gives_503_on_v1_and_ready_but_health_stays_up(
         assert ready.status_code == 503
         assert ready.json() == {"status": "disabled", "service": "orchestrators_v2", "reason": "api_disabled"}
         for method, path in (("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
-            response = await client.request(
-                method, path, json={"messages": [{"role": "user", "content": "x"}]}
-            )
+            response = await client.request(method, path, json={"messages": [{"role": "user", "content": "x"}]})
             error = assert_envelope(response, 503, type_="service_unavailable")
             assert "ORCH_ENABLE_API" in error["message"]
 

@@ -33,9 +33,7 @@ async def test_fourth_call_is_429_with_headers(app_factory: Callable[..., FastAP
 async def test_random_bearer_strings_do_not_buy_fresh_buckets(app_factory: Callable[..., FastAPI]) -> None:
     async with running(app_factory(rate_limit="3 per minute"), token=None) as client:
         statuses = [
-            (
-                await client.post("/echo", json={}, headers={"Authorization": f"Bearer fake-{uuid.uuid4()}"})
-            ).status_code
+            (await client.post("/echo", json={}, headers={"Authorization": f"Bearer fake-{uuid.uuid4()}"})).status_code
             for _ in range(5)
         ]
         # the first three are counted against the address and rejected as unauthenticated,
@@ -86,7 +84,5 @@ async def test_unreachable_redis_fails_open_and_ready_says_why(app_factory: Call
 
 
 async def test_rate_limit_headers_on_chat(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}
-    )
+    response = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
     assert response.headers["x-ratelimit-limit"] == "1000"

@@ -25,9 +25,7 @@ def free_port() -> int:
 class LiveServer:
     """``python -m app`` (or any command) in a subprocess, with its own working directory."""
 
-    def __init__(
-        self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = workdir

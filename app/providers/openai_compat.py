@@ -1,0 +1,158 @@
+"""Any OpenAI-compatible server: llama.cpp's llama-server, vLLM, LM Studio, Ollama's /v1, OpenAI.
+
+``ORCH_OPENAI_BASE_URL`` is what the OpenAI client calls ``base_url`` (it includes ``/v1``). The
+request is forwarded as the client sent it (every field the gateway does not consume), and the
+answer comes back with its ``tool_calls`` intact; streamed tool-call deltas keep their ``index``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from app.errors import ProviderError, ProviderTimeout
+from app.providers.base import (
+    Completion,
+    ModelCard,
+    ProviderHealth,
+    ProviderRequest,
+    StreamDelta,
+    Usage,
+)
+from app.providers.upstream import Upstream, iter_lines, upstream_message
+
+
+def usage_from(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    return Usage(
+        prompt_tokens=int(data.get("prompt_tokens") or 0),
+        completion_tokens=int(data.get("completion_tokens") or 0),
+    )
+
+
+def _bad_answer(what: str) -> ProviderError:
+    return ProviderError(f"The openai upstream sent an unexpected answer ({what}).", code="provider_bad_response")
+
+
+class OpenAICompatProvider:
+    """Implements :class:`app.providers.base.LLMProvider` over an OpenAI-compatible HTTP API."""
+
+    name = "openai"
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _body(self, request: ProviderRequest, *, stream: bool) -> bytes:
+        payload = dict(request.options)
+        payload["model"] = request.model
+        payload["messages"] = request.messages
+        if stream:
+            payload["stream"] = True
+            # Always asked for: receipts record token usage even when the client did not ask.
+            payload["stream_options"] = {"include_usage": True}
+        return orjson.dumps(payload)
+
+    async def complete(self, request: ProviderRequest) -> Completion:
+        accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
+        request.stats.attempts = accepted.attempts
+        async with accepted.response as response:
+            try:
+                raw = await response.read()
+            except TimeoutError:
+                raise ProviderTimeout("The openai upstream stopped sending its answer.") from None
+            except aiohttp.ClientError as exc:
+                self.upstream.breaker.record_failure()
+                raise ProviderError(f"The openai upstream broke off its answer ({type(exc).__name__}).") from None
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            message = choice["message"]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise _bad_answer("not a chat.completion") from None
+        return Completion(
+            content=message.get("content"),
+            model=data.get("model") or request.model,
+            finish_reason=choice.get("finish_reason") or "stop",
+            tool_calls=message.get("tool_calls") or None,
+            usage=usage_from(data.get("usage")),
+        )
+
+    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+        accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
+        request.stats.attempts = accepted.attempts
+        response = accepted.response
+        finished = False
+        try:
+            if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
+                # Some servers answer an error (or a whole completion) as plain JSON here.
+                message, _ = upstream_message(await response.read(), response.status)
+                raise _bad_answer(f"expected an event stream: {message}")
+            async for line in iter_lines(response):
+                if not line.startswith(b"data:"):
+                    continue  # blank separators, comments, `event:` lines
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    finished = True
+                    break
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise _bad_answer("a malformed stream event") from None
+                if "error" in chunk:
+                    message, _ = upstream_message(payload, 500)
+                    raise ProviderError(f"The openai upstream failed mid-stream: {message}")
+                usage = usage_from(chunk.get("usage"))
+                choices = chunk.get("choices") or []
+                if not choices:
+                    if usage is not None:
+                        yield StreamDelta(usage=usage)
+                    continue
+                choice = choices[0]
+                delta = choice.get("delta") or {}
+                yield StreamDelta(
+                    content=delta.get("content"),
+                    tool_calls=delta.get("tool_calls"),
+                    finish_reason=choice.get("finish_reason"),
+                    usage=usage,
+                )
+            else:
+                finished = True  # the upstream closed the stream without [DONE]: accept what came
+        except TimeoutError:
+            self.upstream.breaker.record_failure()
+            raise ProviderTimeout("The openai upstream went silent mid-stream.") from None
+        except aiohttp.ClientError as exc:
+            self.upstream.breaker.record_failure()
+            raise ProviderError(f"The openai upstream broke off the stream ({type(exc).__name__}).") from None
+        finally:
+            # Closing (not releasing) drops the connection at once: an abandoned stream must stop
+            # the upstream's generation, not wait for it to finish.
+            if finished:
+                response.release()
+            else:
+                response.close()
+
+    async def list_models(self) -> list[ModelCard]:
+        data = await self.upstream.get_json("/models")
+        items = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise _bad_answer("not a model list")
+        return [
+            ModelCard(
+                id=str(item["id"]),
+                owned_by=str(item.get("owned_by") or "upstream"),
+                created=int(item.get("created") or 0),
+            )
+            for item in items
+            if isinstance(item, dict) and "id" in item
+        ]
+
+    async def health(self) -> ProviderHealth:
+        ok, reason = await self.upstream.probe("/models")
+        return ProviderHealth(ok, reason)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()

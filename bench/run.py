@@ -1,0 +1,227 @@
+"""`make bench`: measure the service against floors, in one run, on this machine.
+
+Each HTTP scenario starts the systems it compares one after the other, each pinned to the last
+core, with the load generator (wrk) pinned to the other cores, and prints requests/s and p50/p99
+latency at 1 and 16 connections and the ratio to the floor. Figures are printed, never asserted:
+benchmarks are not tests.
+
+    python bench/run.py                 # every scenario
+    python bench/run.py demo            # only some
+    BENCH_SECONDS=5 python bench/run.py # shorter measurements
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+PYTHON = sys.executable
+TOKEN = "bench-token-0123456789abcdef"
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+CORES = os.cpu_count() or 1
+SERVER_CORE = str(CORES - 1)
+LOAD_CORES = f"0-{max(CORES - 2, 0)}"
+CHAT_BODY = '{"model":"bench-model","messages":[{"role":"user","content":"Hello, how are you today?"}]}'
+STREAM_BODY = CHAT_BODY[:-1] + ',"stream":true}'
+
+# The service as benchmarked: the default guards on (auth, rate limit with memory storage,
+# metrics, JSON access log at INFO). The limit is high enough never to trigger: it is counted,
+# not hit.
+SERVICE_ENV = {
+    "ORCH_BEARER_TOKEN": TOKEN,
+    "ORCH_RATE_LIMIT": "100000000 per minute",
+    "ORCH_LOG_JSON": "1",
+    "ORCH_LOG_LEVEL": "INFO",
+    "ORCH_METRICS_ENABLED": "1",
+}
+
+
+@dataclass
+class Result:
+    name: str
+    rps1: float
+    p50_1: float
+    rps16: float
+    p50_16: float
+    p99_16: float
+    errors: int
+
+
+def ensure_tools() -> None:
+    if shutil.which("wrk") is None:
+        print("installing wrk (Debian package)...", file=sys.stderr)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} never opened")
+
+
+@contextmanager
+def serve(command: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[None]:
+    """Run a server pinned to the server core until the block ends."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    full_env.update(env or {})
+    out = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *command], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_port(port, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, body: str, conns: int, seconds: int) -> tuple[float, float, float, int]:
+    """requests/s, p50 ms, p99 ms, non-2xx count."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{body}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
+        )
+    command = [
+        "taskset",
+        "-c",
+        LOAD_CORES,
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        script.name,
+        url,
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", output).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    return rps, p50, p99, int(bad.group(1)) if bad else 0
+
+
+def measure(name: str, url: str, body: str = CHAT_BODY) -> Result:
+    wrk(url, body, 1, 2)  # warm-up
+    rps1, p50_1, _, bad1 = wrk(url, body, 1, SECONDS)
+    rps16, p50_16, p99_16, bad16 = wrk(url, body, 16, SECONDS)
+    return Result(name, rps1, p50_1, rps16, p50_16, p99_16, bad1 + bad16)
+
+
+def print_results(title: str, results: list[Result], floor: Result) -> None:
+    print(f"\n== {title}")
+    header = ("system", "c=1 req/s", "c=1 p50", "c=16 req/s", "p50", "p99", "ratio", "+p50 c=1", "non-2xx")
+    print("{:<28} {:>10} {:>9} {:>11} {:>8} {:>8} {:>6} {:>9} {:>7}".format(*header))
+    for r in results:
+        ratio = r.rps16 / floor.rps16 if floor.rps16 else 0
+        added = r.p50_1 - floor.p50_1
+        print(
+            f"{r.name:<28} {r.rps1:>10.0f} {r.p50_1:>7.2f}ms {r.rps16:>11.0f} {r.p50_16:>6.2f}ms {r.p99_16:>6.2f}ms "
+            f"{ratio:>6.2f} {added:>7.2f}ms {r.errors:>7}"
+        )
+
+
+def service_command(port: int) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "app.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def scenario_demo(workdir: Path) -> None:
+    """Demo-mode chat with the default guards vs a bare Starlette app with a canned reply."""
+    port = free_port()
+    with serve(
+        [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(BENCH),
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        port,
+    ):
+        floor = measure("bare starlette (canned)", f"http://127.0.0.1:{port}/v1/chat/completions")
+    port = free_port()
+    with serve(service_command(port), port, SERVICE_ENV, workdir / "demo.log"):
+        service = measure("service demo chat", f"http://127.0.0.1:{port}/v1/chat/completions")
+    print_results(
+        "demo-mode chat (auth, rate limit, metrics, JSON logs) vs bare app; target ratio >= 0.25",
+        [floor, service],
+        floor,
+    )
+
+
+SCENARIOS: dict[str, Callable[[Path], None]] = {"demo": scenario_demo}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("only", nargs="*", help=f"scenarios to run (default: all of {', '.join(SCENARIOS)})")
+    args = parser.parse_args()
+    unknown = [name for name in args.only if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario {unknown}; choose from {list(SCENARIOS)}")
+    ensure_tools()
+    print(f"machine: {CORES} cores; server pinned to core {SERVER_CORE}, load to {LOAD_CORES}; {SECONDS}s per point")
+    with tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp:
+        for name in args.only or SCENARIOS:
+            SCENARIOS[name](Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
