@@ -1,0 +1,298 @@
+"""The OpenAI-compatible provider against a real local HTTP upstream we control: forwarding,
+error mapping, retries, the circuit breaker, timeouts, broken streams, the output cap."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.conftest import assert_envelope, running
+from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream, text_chunks
+
+CHAT = "/v1/chat/completions"
+HELLO = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@asynccontextmanager
+async def gateway(
+    app_factory: Callable[..., FastAPI], *replies: Reply, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, FakeUpstream]]:
+    async with fake_upstream(*replies) as fake:
+        values = {
+            "llm_enabled": True,
+            "llm_provider": "openai",
+            "openai_base_url": fake.url,
+            "llm_timeout_sec": 5,
+        }
+        values.update(settings)
+        async with running(app_factory(**values)) as client:
+            yield client, fake
+
+
+def sse(text: str) -> list[Any]:
+    events = [block.removeprefix("data: ") for block in text.strip().split("\n\n")]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+async def test_request_fields_are_forwarded_and_tool_calls_come_back_intact(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x"}'}}
+    reply = Reply(body=completion(None, message={"tool_calls": [call]}, finish_reason="tool_calls"))
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    body = {
+        **HELLO,
+        "temperature": 0.3,
+        "max_tokens": 12,
+        "stop": ["\n\n"],
+        "seed": 7,
+        "tools": tools,
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "logit_bias": {"42": -1},
+    }
+    async with gateway(app_factory, reply, openai_api_key="upstream-key-123") as (client, fake):
+        response = await client.post(CHAT, json=body)
+    assert response.status_code == 200
+    data = response.json()
+    assert data["choices"][0]["message"]["tool_calls"] == [call]
+    assert data["choices"][0]["finish_reason"] == "tool_calls"
+    assert data["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+    [sent] = fake.requests
+    for key in ("temperature", "max_tokens", "stop", "seed", "tools", "tool_choice", "response_format", "logit_bias"):
+        assert sent[key] == body[key], key
+    assert sent["model"] == "fake-model" and sent["messages"] == body["messages"]
+    assert "stream" not in sent
+
+
+async def test_streamed_tool_call_deltas_keep_their_index(app_factory: Callable[..., FastAPI]) -> None:
+    events = [
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}
+                ],
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"a":'}}]}),
+        chunk(
+            {
+                "tool_calls": [
+                    {"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+                ]
+            }
+        ),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    async with gateway(app_factory, Reply(stream=events)) as (client, fake):
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    chunks = sse(response.text)
+    assert chunks[-1] == "[DONE]"
+    deltas = [c["choices"][0]["delta"] for c in chunks[:-1] if c["choices"]]
+    calls = [call for d in deltas for call in d.get("tool_calls", [])]
+    assert [c["index"] for c in calls] == [0, 0, 1, 0]
+    assert "".join(c["function"].get("arguments", "") for c in calls if c["index"] == 0) == '{"a":1}'
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert fake.requests[0]["stream"] is True
+    assert fake.requests[0]["stream_options"] == {"include_usage": True}
+
+
+async def test_stream_relays_text_and_usage_only_when_asked(app_factory: Callable[..., FastAPI]) -> None:
+    words = ["Hello ", "there ", "friend."]
+    async with gateway(app_factory, Reply(stream=text_chunks(words))) as (client, _):
+        plain = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+        with_usage = sse(
+            (await client.post(CHAT, json={**HELLO, "stream": True, "stream_options": {"include_usage": True}})).text
+        )
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in plain[:-1])
+    assert text == "".join(words)
+    assert plain[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert not any("usage" in c for c in plain[:-1])
+    assert with_usage[-2]["choices"] == [] and with_usage[-2]["usage"]["completion_tokens"] == 3
+
+
+async def test_upstream_500_is_502_and_not_retried(app_factory: Callable[..., FastAPI]) -> None:
+    reply = Reply(status=500, body={"error": {"message": "model crashed", "type": "server_error"}})
+    async with gateway(app_factory, reply, llm_retry_count=2, llm_retry_backoff_sec=0.01) as (client, fake):
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+    assert error["code"] == "upstream_500" and "model crashed" in error["message"]
+    assert len(fake.requests) == 1
+
+
+async def test_503_is_retried_with_backoff_then_succeeds(app_factory: Callable[..., FastAPI]) -> None:
+    replies = (Reply(status=503), Reply(status=503), Reply(body=completion("finally")))
+    async with gateway(app_factory, *replies, llm_retry_count=2, llm_retry_backoff_sec=0.01) as (client, fake):
+        response = await client.post(CHAT, json=HELLO)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "finally"
+    assert len(fake.requests) == 3
+
+
+async def test_retries_give_up_after_the_configured_count(app_factory: Callable[..., FastAPI]) -> None:
+    async with gateway(app_factory, Reply(status=502), llm_retry_count=1, llm_retry_backoff_sec=0.01) as (client, fake):
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+    assert error["code"] == "upstream_502" and len(fake.requests) == 2
+
+
+async def test_429_retry_after_is_honoured(app_factory: Callable[..., FastAPI]) -> None:
+    replies = (Reply(status=429, headers={"Retry-After": "1"}), Reply(body=completion("after the wait")))
+    async with gateway(app_factory, *replies, llm_retry_count=1, llm_retry_backoff_sec=0.01) as (client, fake):
+        started = time.monotonic()
+        response = await client.post(CHAT, json=HELLO)
+        waited = time.monotonic() - started
+    assert response.status_code == 200 and len(fake.requests) == 2
+    assert waited >= 1.0  # the upstream asked for a second; backoff alone would be ~10 ms
+
+
+async def test_429_without_retries_passes_through_with_retry_after(app_factory: Callable[..., FastAPI]) -> None:
+    reply = Reply(status=429, headers={"Retry-After": "7"}, body={"error": {"message": "slow down", "type": "rate"}})
+    async with gateway(app_factory, reply) as (client, _):
+        response = await client.post(CHAT, json=HELLO)
+    error = assert_envelope(response, 429, type_="rate_limit_error")
+    assert error["message"] == "slow down" and response.headers["retry-after"] == "7"
+
+
+async def test_upstream_4xx_passes_status_and_message_through(app_factory: Callable[..., FastAPI]) -> None:
+    bad = Reply(
+        status=400,
+        body={
+            "error": {
+                "message": "context too long",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    )
+    async with gateway(app_factory, bad) as (client, _):
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 400, type_="invalid_request_error")
+    assert error == {
+        "message": "context too long",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    async with gateway(app_factory, Reply(status=404, body={"error": "model 'x' not found"})) as (client, _):
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 404)
+    assert error["message"] == "model 'x' not found"
+
+
+async def test_upstream_auth_failure_is_our_502_not_the_callers_401(app_factory: Callable[..., FastAPI]) -> None:
+    async with gateway(app_factory, Reply(status=401, body={"error": {"message": "bad key"}})) as (client, _):
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+    assert error["code"] == "upstream_auth_failed" and "ORCH_OPENAI_API_KEY" in error["message"]
+
+
+async def test_connection_refused_is_502_unreachable(app_factory: Callable[..., FastAPI]) -> None:
+    settings = {
+        "llm_enabled": True,
+        "llm_provider": "openai",
+        "openai_base_url": "http://127.0.0.1:9/v1",
+        "llm_retry_count": 1,
+        "llm_retry_backoff_sec": 0.01,
+    }
+    async with running(app_factory(**settings)) as client:
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+        assert error["code"] == "provider_unreachable"
+        assert "127.0.0.1" not in error["message"]  # no internals (addresses) in the body
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["reason"] == "provider_unreachable"
+
+
+async def test_a_hang_past_the_timeout_is_504(app_factory: Callable[..., FastAPI]) -> None:
+    async with gateway(app_factory, Reply(hang=True), llm_timeout_sec=0.5) as (client, fake):
+        started = time.monotonic()
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 504, type_="provider_error")
+        assert time.monotonic() - started < 4
+    assert error["code"] == "provider_timeout" and len(fake.requests) == 1
+
+
+async def test_a_reset_mid_stream_ends_with_an_in_band_error_then_done(app_factory: Callable[..., FastAPI]) -> None:
+    reply = Reply(stream=text_chunks(["one ", "two ", "three ", "four "]), reset_after=3)
+    async with gateway(app_factory, reply) as (client, _):
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    assert response.status_code == 200
+    events = sse(response.text)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["type"] == "provider_error"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-2])
+    assert text == "one two "
+
+
+async def test_a_slow_drip_is_not_a_timeout(app_factory: Callable[..., FastAPI]) -> None:
+    reply = Reply(stream=text_chunks(["a ", "b ", "c ", "d "]), delay=0.3)
+    async with gateway(app_factory, reply, llm_timeout_sec=1) as (client, _):
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    events = sse(response.text)
+    assert events[-1] == "[DONE]" and not any("error" in e for e in events[:-1] if isinstance(e, dict))
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"]) == "a b c d "
+
+
+async def test_circuit_breaker_opens_fails_fast_then_probes(app_factory: Callable[..., FastAPI]) -> None:
+    replies = (Reply(status=500), Reply(status=500), Reply(body=completion("recovered")))
+    settings = {"llm_circuit_max_failures": 2, "llm_circuit_reset_sec": 1}
+    async with gateway(app_factory, *replies, **settings) as (client, fake):
+        for _ in range(2):
+            assert (await client.post(CHAT, json=HELLO)).status_code == 502
+        response = await client.post(CHAT, json=HELLO)
+        error = assert_envelope(response, 503, type_="circuit_open")
+        assert 1 <= int(response.headers["retry-after"]) <= 2
+        assert len(fake.requests) == 2  # failed fast: the upstream was not called
+        await asyncio.sleep(1.1)
+        probe = await client.post(CHAT, json=HELLO)
+        assert probe.status_code == 200 and probe.json()["choices"][0]["message"]["content"] == "recovered"
+        assert (await client.post(CHAT, json=HELLO)).status_code == 200
+    assert error["code"] == "circuit_open" and len(fake.requests) == 4
+
+
+async def test_output_cap_truncates_whole_and_streamed_replies(app_factory: Callable[..., FastAPI]) -> None:
+    long = "x" * 50
+    replies = (Reply(body=completion(long)), Reply(stream=text_chunks(["abcdefgh"] * 10)))
+    async with gateway(app_factory, *replies, llm_max_output_chars=20) as (client, _):
+        whole = (await client.post(CHAT, json=HELLO)).json()
+        streamed = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+    assert whole["choices"][0]["message"]["content"] == "x" * 20
+    assert whole["choices"][0]["finish_reason"] == "length"
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in streamed[:-1])
+    assert text == ("abcdefgh" * 3)[:20]
+    assert streamed[-2]["choices"][0]["finish_reason"] == "length" and streamed[-1] == "[DONE]"
+
+
+async def test_model_allowlist_and_default_model(app_factory: Callable[..., FastAPI]) -> None:
+    async with gateway(app_factory, Reply(), llm_model_allowlist=["fake-model", "other"], model_chat="other") as (
+        client,
+        fake,
+    ):
+        error = assert_envelope(await client.post(CHAT, json={**HELLO, "model": "gpt-9"}), 400, param="model")
+        assert "gpt-9" in error["message"] and error["code"] == "model_not_allowed"
+        assert (await client.post(CHAT, json={"messages": HELLO["messages"]})).status_code == 200
+    assert [r["model"] for r in fake.requests] == ["other"]
+
+
+async def test_models_are_listed_from_the_upstream_and_cached(app_factory: Callable[..., FastAPI]) -> None:
+    async with gateway(app_factory) as (client, fake):
+        for _ in range(3):
+            response = await client.get("/v1/models")
+            assert [m["id"] for m in response.json()["data"]] == ["fake-model"]
+        assert (await client.get("/v1/models/fake-model")).json()["owned_by"] == "fake"
+    assert fake.model_requests == 1
+
+
+async def test_non_loopback_upstream_needs_the_network_flag(app_factory: Callable[..., FastAPI]) -> None:
+    settings = {"llm_enabled": True, "llm_provider": "openai", "openai_base_url": "http://10.255.255.1:8080/v1"}
+    async with running(app_factory(**settings)) as client:
+        started = time.monotonic()
+        error = assert_envelope(await client.post(CHAT, json=HELLO), 503, type_="service_unavailable")
+        assert time.monotonic() - started < 1  # refused before any connection attempt
+        assert error["code"] == "network_disabled" and "ORCH_LLM_NETWORK_ENABLED" in error["message"]
+        ready = await client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["reason"] == "network_disabled"

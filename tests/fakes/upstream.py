@@ -1,0 +1,151 @@
+"""A scriptable OpenAI-compatible upstream: a real HTTP server (aiohttp) on a local port.
+
+Fault tests use it instead of mocking the client: each request takes the next :class:`Reply`
+from the script (the last one repeats), and every request body is recorded. A reply can be a
+status with a body, a hang, a stream that drips, resets or runs until the client leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+MODELS = {
+    "object": "list",
+    "data": [{"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}],
+}
+
+
+def completion(content: str = "Hello from the fake upstream.", **extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    message.update(extra.pop("message", {}))
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": message, "finish_reason": extra.pop("finish_reason", "stop")}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+    }
+    body.update(extra)
+    return body
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": "fake-model",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def text_chunks(words: list[str]) -> list[dict[str, Any]]:
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": word}) for word in words]
+    chunks.append(chunk({}, "stop"))
+    usage = chunk({})
+    usage["choices"] = []
+    usage["usage"] = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+    chunks.append(usage)
+    return chunks
+
+
+@dataclass
+class Reply:
+    """What the fake does with one request."""
+
+    status: int = 200
+    body: Any = None  # dict -> JSON; bytes/str as is; None -> a default completion
+    headers: dict[str, str] = field(default_factory=dict)
+    hang: bool = False  # never answer
+    stream: list[dict[str, Any]] | None = None  # SSE events, then [DONE]
+    delay: float = 0.0  # before answering / between stream events
+    reset_after: int | None = None  # abort the connection after this many events
+    endless: bool = False  # keep streaming until the client goes away
+
+
+@dataclass
+class FakeUpstream:
+    script: list[Reply] = field(default_factory=lambda: [Reply()])
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    model_requests: int = 0
+    disconnected_at: float | None = None
+    url: str = ""
+
+    def next_reply(self) -> Reply:
+        return self.script.pop(0) if len(self.script) > 1 else self.script[0]
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(orjson.loads(await request.read()))
+        reply = self.next_reply()
+        if reply.hang:
+            await asyncio.sleep(3600)
+        if reply.delay and reply.stream is None:
+            await asyncio.sleep(reply.delay)
+        if reply.stream is None and not reply.endless:
+            body = reply.body if reply.body is not None else completion()
+            data = (
+                orjson.dumps(body)
+                if isinstance(body, dict | list)
+                else (body.encode() if isinstance(body, str) else body)
+            )
+            return web.Response(
+                status=reply.status, body=data, headers={"Content-Type": "application/json", **reply.headers}
+            )
+        response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        events = reply.stream or []
+        sent = 0
+        try:
+            while True:
+                if reply.endless:
+                    event: dict[str, Any] | None = chunk({"content": f"w{sent} "})
+                else:
+                    event = events[sent] if sent < len(events) else None
+                if event is None:
+                    await response.write(b"data: [DONE]\n\n")
+                    break
+                if reply.reset_after is not None and sent >= reply.reset_after:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    return response
+                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                sent += 1
+                if reply.delay:
+                    await asyncio.sleep(reply.delay)
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.disconnected_at = time.monotonic()
+            raise
+        return response
+
+    async def models(self, request: web.Request) -> web.Response:
+        self.model_requests += 1
+        return web.json_response(MODELS)
+
+
+@asynccontextmanager
+async def fake_upstream(*replies: Reply) -> AsyncIterator[FakeUpstream]:
+    """Serve a FakeUpstream on 127.0.0.1:<free port> for the block; ``.url`` is its /v1 base URL."""
+    fake = FakeUpstream(script=list(replies) or [Reply()])
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_get("/v1/models", fake.models)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}/v1"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
