@@ -6,22 +6,29 @@ Routers reach the state through the dependency aliases of :mod:`app.deps`.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from app.auth import OWNER_ID, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
+from app.db.connection import Database
+from app.db.registry import Databases
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Orchestrator
+from app.policies import PolicySnapshot
 from app.providers.base import LLMProvider
 from app.providers.factory import build_provider
 from app.ratelimit import RateLimiter
 from app.readiness import CheckFn, Readiness
 from app.settings import Settings, parse_principals
+from app.tracing.store import TraceStore
+from app.tracing.tracer import Tracer
+from app.tracing.trust import TrustService
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -40,6 +47,10 @@ class AppState:
     provider: LLMProvider
     orchestrator: Orchestrator
     readiness: Readiness
+    databases: Databases
+    tracer: Tracer
+    trust: TrustService | None
+    policies: PolicySnapshot
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -83,18 +94,66 @@ def provider_check(provider: LLMProvider) -> CheckFn:
     return check
 
 
-def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None):  # type: ignore[no-untyped-def]
+def database_check(db: Database) -> CheckFn:
+    async def check() -> tuple[bool, str]:
+        return (True, "ok") if await db.ping() else (False, "database_unavailable")
+
+    return check
+
+
+LifespanFactory = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def lifespan_for(
+    settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None
+) -> LifespanFactory:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             authenticator = build_authenticator(settings)
+            readiness = Readiness()
             limiter = None
             if settings.rate_limit_enabled:
                 limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
                 stack.push_async_callback(limiter.aclose)
-            readiness = Readiness()
-            if limiter is not None and not settings.rate_limit_storage.startswith("memory"):
-                readiness.add("rate_limit_storage", limiter.readiness_check)
+                if not settings.rate_limit_storage.startswith("memory"):
+                    readiness.add("rate_limit_storage", limiter.readiness_check)
+
+            databases = Databases(
+                database_url=settings.database_url.get_secret_value(),
+                wal=settings.sqlite_wal_enabled,
+                pool_recycle=settings.db_pool_recycle,
+            )
+            stack.push_async_callback(databases.close)
+            policies = PolicySnapshot()
+            policies.freeze()
+
+            trace_store = None
+            if settings.trace_enabled:
+                trace_db = await open_database(databases, settings.trace_db_path)
+                trace_store = TraceStore(trace_db)
+                await trace_store.migrate()
+                readiness.add("trace_database", database_check(trace_db))
+            tracer = Tracer(
+                trace_store,
+                redact_pii=settings.memory_scrub_redact_pii,
+                flush_interval=settings.trace_flush_interval_ms / 1000,
+                queue_max=settings.trace_queue_max,
+                metrics=metrics,
+            )
+            await tracer.start()
+            stack.push_async_callback(tracer.stop)  # runs before the databases close: drains the queue
+            trust = None
+            if trace_store is not None:
+                trust = TrustService(
+                    trace_store,
+                    tracer,
+                    policies,
+                    max_events=settings.trust_panel_max_events,
+                    max_value_chars=settings.trust_panel_max_value_chars,
+                    debug=settings.trust_panel_debug,
+                )
+
             provider, default_model = build_provider(settings)
             stack.push_async_callback(provider.aclose)
             if settings.llm_enabled:
@@ -103,6 +162,8 @@ def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
                 provider=provider,
                 default_model=default_model,
                 model_allowlist=settings.llm_model_allowlist,
+                tracer=tracer,
+                policies=policies,
                 max_output_chars=settings.llm_max_output_chars,
             )
             app.state.orch = AppState(
@@ -113,6 +174,10 @@ def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
                 provider=provider,
                 orchestrator=orchestrator,
                 readiness=readiness,
+                databases=databases,
+                tracer=tracer,
+                trust=trust,
+                policies=policies,
             )
             if tracer_provider is not None:
                 stack.callback(tracer_provider.shutdown)
@@ -123,9 +188,25 @@ def lifespan_for(settings: Settings, metrics: Metrics, tracer_provider: TracerPr
                     "provider": provider.name,
                     "auth_required": settings.auth_required,
                     "rate_limit": settings.rate_limit if limiter else None,
+                    "database": databases.dialect,
+                    "receipts": settings.trace_enabled,
                 },
             )
             yield
             log.info("service stopping")
 
     return lifespan
+
+
+async def open_database(databases: Databases, path: Path) -> Database:
+    """Open a store's database, or stop startup with one clear line saying which and why."""
+    try:
+        return await databases.get(path)
+    except Exception as exc:
+        where = "the Postgres database (ORCH_DATABASE_URL)" if databases.database_url else f"the SQLite file {path}"
+        log.error("cannot open the database", extra={"where": where, "error_type": type(exc).__name__})
+        raise StartupError(f"cannot open {where}: {type(exc).__name__}: {exc}") from None
+
+
+class StartupError(RuntimeError):
+    """A resource the service needs could not be opened; the message says which."""

@@ -12,7 +12,7 @@ import functools
 from fastapi import FastAPI
 
 from app import __version__
-from app.api import chat, echo, health, models
+from app.api import chat, echo, health, models, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.lifespan import lifespan_for
@@ -52,9 +52,9 @@ def create_app(settings: Settings) -> FastAPI:
         otel=settings.otel_enabled,
     )
     install_error_handlers(app)
-    for module in (health, echo, models, chat):
+    for module in (health, echo, models, chat, trust):
         app.include_router(module.router)
-    install_openapi(app, [ChatCompletionRequest, echo.EchoRequest])
+    install_openapi(app, [ChatCompletionRequest, echo.EchoRequest, trust.AuditRequest])
     return app
 
 

@@ -35,7 +35,7 @@ PLACEHOLDER_TOKENS = frozenset(
 )
 
 # Secret-valued flags: their values are never echoed in error messages.
-_SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key"})
+_SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
 
 
 def _csv(value: Any) -> Any:
@@ -87,6 +87,26 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     service_name: str = "orchestrators-v2"
 
+    # --- persistence ----------------------------------------------------------------------
+    # Postgres for every store (postgresql://user@host:5432/db); empty: SQLite files below.
+    database_url: SecretStr = SecretStr("")
+    db_pool_recycle: float = Field(300.0, gt=0)
+    sqlite_wal_enabled: bool = True
+
+    # --- receipts (traces) ----------------------------------------------------------------
+    trace_enabled: bool = True
+    trace_db_path: Path = Path("instance/trace.db")
+    # Group commit: receipts are written at most this long after the request; a crash loses at
+    # most this window.
+    trace_flush_interval_ms: int = Field(50, ge=1, le=10_000)
+    trace_queue_max: int = Field(100_000, ge=100)
+    trust_panel_enabled: bool = False
+    trust_panel_debug: bool = False
+    trust_panel_max_events: int = Field(200, ge=1, le=10_000)
+    trust_panel_max_value_chars: int = Field(500, ge=0)
+    # Redact emails and phone numbers (not only credentials) in receipts and memories.
+    memory_scrub_redact_pii: bool = True
+
     # --- LLM ------------------------------------------------------------------------------
     llm_enabled: bool = False
     llm_provider: Literal["demo", "ollama", "openai"] = "ollama"
@@ -121,6 +141,12 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         return _csv(value)
 
+    @field_validator("dev_token_path", "trace_db_path")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Relative paths resolve against the working directory, once, at startup.
+        return value if value.is_absolute() else Path.cwd() / value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
@@ -154,6 +180,16 @@ class Settings(BaseSettings):
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ValueError("expected an http:// or https:// URL with a host")
         return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value().strip()
+        if url:
+            from app.db.connection import postgres_dsn
+
+            postgres_dsn(url)
+        return SecretStr(url)
 
     @field_validator("principals")
     @classmethod

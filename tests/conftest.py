@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import re
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -22,6 +28,8 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "bearer_token": TOKEN,
         "dev_token_path": tmp_path / "dev-token",
+        "trace_db_path": tmp_path / "trace.db",
+        "trace_flush_interval_ms": 5,
         "rate_limit": "1000 per minute",
         "log_json": True,
     }
@@ -77,3 +85,72 @@ def assert_envelope(
     assert "x-request-id" in response.headers
     error: dict[str, Any] = body["error"]
     return error
+
+
+# --- databases: every store is tested on SQLite and on the real Postgres server -------------------
+
+POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432"
+
+
+def _psql(sql: str) -> None:
+    """Run an admin statement against the real server (fails, never skips, when it is missing)."""
+    result = subprocess.run(
+        ["psql", f"{POSTGRES_SERVER}/test", "-v", "ON_ERROR_STOP=1", "-qc", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"Postgres at {POSTGRES_SERVER} is required for these tests: {result.stderr.strip()}")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test, dropped afterwards."""
+    name = "orch_test_" + uuid.uuid4().hex[:12]
+    _psql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        _psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Backend:
+    """Which database a test runs on, the settings that select it, and raw access for tampering."""
+
+    name: str
+    settings: dict[str, Any]
+    url: str = ""
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        """Run SQL directly on the store's database, as an attacker with DB access would."""
+        if self.name == "postgres":
+            connection = await asyncpg.connect(self.url)
+            try:
+                await connection.execute(sql, *args)
+            finally:
+                await connection.close()
+            return
+        path = self.settings["trace_db_path"]
+        with sqlite3.connect(path) as connection:
+            connection.execute(re.sub(r"\$(\d+)", r"?\1", sql), args)
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        if self.name == "postgres":
+            connection = await asyncpg.connect(self.url)
+            try:
+                return [dict(row) for row in await connection.fetch(sql, *args)]
+            finally:
+                await connection.close()
+        with sqlite3.connect(self.settings["trace_db_path"]) as connection:
+            connection.row_factory = sqlite3.Row
+            return [dict(row) for row in connection.execute(re.sub(r"\$(\d+)", r"?\1", sql), args)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", {"trace_db_path": tmp_path / "trace.db"})
+    url = request.getfixturevalue("postgres_url")
+    return Backend("postgres", {"database_url": url, "trace_db_path": tmp_path / "unused.db"}, url)

@@ -7,6 +7,7 @@ orchestrator fields (``request_id``, ``memory_decision``, ``route_decision``, ``
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,8 +18,10 @@ from app.auth import Principal
 from app.errors import InvalidRequest, OrchestratorError
 from app.observability.logging import get_logger
 from app.orchestrator.sse import DONE, ChunkWriter
-from app.providers.base import LLMProvider, ModelCard, ProviderRequest, StreamDelta
+from app.policies import PolicySnapshot
+from app.providers.base import LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
 from app.schemas.chat import ChatCompletionRequest
+from app.tracing.tracer import Trace, Tracer
 
 log = get_logger("orchestrator")
 
@@ -72,9 +75,13 @@ class Orchestrator:
         provider: LLMProvider,
         default_model: str,
         model_allowlist: list[str],
+        tracer: Tracer,
+        policies: PolicySnapshot,
         max_output_chars: int = 0,
     ) -> None:
         self.provider = provider
+        self.tracer = tracer
+        self.policies = policies
         self.default_model = default_model
         self.model_allowlist = frozenset(model_allowlist)
         self.max_output_chars = max_output_chars  # <= 0: unlimited
@@ -108,15 +115,80 @@ class Orchestrator:
             include_usage=include_usage,
         )
 
+    def _open_trace(self, chat: ChatCompletionRequest, ctx: CallContext) -> Trace:
+        trace = self.tracer.begin(
+            route=ctx.route, request_id=ctx.request_id, principal=ctx.principal.id, stream=chat.stream
+        )
+        trace.step("policy_snapshot", {"policy_hash": self.policies.loaded_hash})
+        return trace
+
+    @staticmethod
+    def _failed(trace: Trace, error: BaseException) -> None:
+        """Record the failure in the receipt, and tell the caller which receipt it is."""
+        if isinstance(error, OrchestratorError):
+            trace.step(
+                "error", {"status": error.status, "type": error.type, "code": error.code, "message": error.message}
+            )
+            error.extra.setdefault("request_id", trace.id)
+        elif isinstance(error, Exception):
+            trace.step("error", {"status": 500, "type": "internal_error", "code": type(error).__name__})
+
+    def _provider_receipt(
+        self,
+        request: ProviderRequest,
+        *,
+        model: str,
+        started: float,
+        finish_reason: str | None,
+        truncated: bool,
+        usage: Usage | None,
+        stream: bool,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        receipt: dict[str, Any] = {
+            "provider": self.provider.name,
+            "model": model,
+            "stream": stream,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "attempts": request.stats.attempts or 1,
+            "finish_reason": finish_reason,
+            "truncated": truncated,
+            "usage": usage.as_dict() if usage else None,
+        }
+        receipt.update(extra)
+        return receipt
+
     async def complete(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Answer in one piece: a ``chat.completion`` with the orchestrator fields."""
-        request = self._provider_request(chat, raw)
-        decisions = Decisions(request_id=ctx.request_id)
-        completion = await self.provider.complete(request)
-        cap = self.max_output_chars
-        if cap > 0 and completion.content and len(completion.content) > cap:
-            completion.content = completion.content[:cap]
-            completion.finish_reason = "length"
+        trace = self._open_trace(chat, ctx)
+        try:
+            request = self._provider_request(chat, raw)
+            decisions = Decisions(request_id=trace.id)
+            started = time.perf_counter()
+            completion = await self.provider.complete(request)
+            cap = self.max_output_chars
+            truncated = cap > 0 and completion.content is not None and len(completion.content) > cap
+            if truncated and completion.content is not None:
+                completion.content = completion.content[:cap]
+                completion.finish_reason = "length"
+            model = completion.model or request.model
+            trace.step(
+                "llm_provider",
+                self._provider_receipt(
+                    request,
+                    model=model,
+                    started=started,
+                    finish_reason=completion.finish_reason,
+                    truncated=truncated,
+                    usage=completion.usage,
+                    stream=False,
+                ),
+            )
+        except BaseException as exc:
+            self._failed(trace, exc)
+            raise
+        finally:
+            trace.end()
         message: dict[str, Any] = {"role": "assistant", "content": completion.content}
         if completion.tool_calls:
             message["tool_calls"] = completion.tool_calls
@@ -124,7 +196,7 @@ class Orchestrator:
             "id": new_completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": completion.model or request.model,
+            "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
             "usage": completion.usage.as_dict() if completion.usage else None,
             **decisions.as_dict(),
@@ -139,25 +211,33 @@ class Orchestrator:
         first piece) fails here, so the caller still gets a real HTTP status. The returned
         iterator yields SSE-encoded bytes and ends with ``[DONE]``.
         """
-        request = self._provider_request(chat, raw)
-        decisions = Decisions(request_id=ctx.request_id)
-        pieces = aiter(self.provider.stream(request))
+        trace = self._open_trace(chat, ctx)
         try:
-            first: StreamDelta | None = await anext(pieces)
-        except StopAsyncIteration:
-            first = None
+            request = self._provider_request(chat, raw)
+            started = time.perf_counter()
+            pieces = aiter(self.provider.stream(request))
+            first = await anext(pieces, None)
+        except BaseException as exc:
+            self._failed(trace, exc)
+            trace.end()
+            raise
+        first_piece_ms = round((time.perf_counter() - started) * 1000, 3)
         writer = ChunkWriter(new_completion_id(), int(time.time()), request.model)
-        return self._relay(writer, first, pieces, request, decisions)
+        relay = _Relay(request=request, trace=trace, started=started, first_piece_ms=first_piece_ms)
+        return self._relay(writer, first, pieces, relay, Decisions(request_id=trace.id))
 
     async def _relay(
         self,
         writer: ChunkWriter,
         first: StreamDelta | None,
         pieces: AsyncIterator[StreamDelta],
-        request: ProviderRequest,
+        relay: _Relay,
         decisions: Decisions,
     ) -> AsyncIterator[bytes]:
         usage = None
+        finish: str | None = None
+        outcome = "completed"
+        truncated = False
         extra: dict[str, Any] | None = decisions.as_dict()  # orchestrator fields ride on the first chunk
         cap = self.max_output_chars
         room = cap if cap > 0 else -1  # characters still allowed; -1: unlimited
@@ -166,30 +246,68 @@ class Orchestrator:
             while piece is not None:
                 if piece.usage is not None:
                     usage = piece.usage
-                content, finish = piece.content, piece.finish_reason
+                content = piece.content
+                finish = piece.finish_reason or finish
                 if room >= 0 and content:
                     if len(content) > room:
                         # Over ORCH_LLM_MAX_OUTPUT_CHARS: send what fits, finish with "length" and
                         # stop the upstream (closing the stream below), whatever it had left.
-                        content, finish, usage = content[:room], "length", None
+                        content, finish, usage, truncated = content[:room], "length", None, True
                     room -= len(content)
-                if content or piece.tool_calls is not None or finish:
-                    yield writer.delta(content=content, tool_calls=piece.tool_calls, finish_reason=finish, extra=extra)
+                if content or piece.tool_calls is not None or piece.finish_reason or truncated:
+                    yield writer.delta(
+                        content=content,
+                        tool_calls=piece.tool_calls,
+                        finish_reason="length" if truncated else piece.finish_reason,
+                        extra=extra,
+                    )
                     extra = None
-                if finish == "length" and room == 0:
+                if truncated:
                     break
                 piece = await anext(pieces, None)
             if extra is not None:  # the provider sent nothing at all: still a well-formed stream
                 yield writer.delta(content="", finish_reason="stop", extra=extra)
-            if request.include_usage and usage is not None:
+            if relay.request.include_usage and usage is not None:
                 yield writer.usage(usage.as_dict())
         except OrchestratorError as exc:
+            outcome = "error"
+            self._failed(relay.trace, exc)
             yield writer.error(exc)
-        except Exception:
+        except (GeneratorExit, asyncio.CancelledError):
+            outcome = "client_disconnected"
+            raise
+        except Exception as exc:
+            outcome = "error"
             log.exception("stream failed after the first byte")
+            self._failed(relay.trace, exc)
             yield writer.error(OrchestratorError("The stream failed; the answer is incomplete."))
         finally:
             aclose = getattr(pieces, "aclose", None)
             if aclose is not None:
                 await aclose()
+            relay.trace.step(
+                "llm_provider",
+                self._provider_receipt(
+                    relay.request,
+                    model=relay.request.model,
+                    started=relay.started,
+                    finish_reason=finish,
+                    truncated=truncated,
+                    usage=usage,
+                    stream=True,
+                    outcome=outcome,
+                    first_piece_ms=relay.first_piece_ms,
+                ),
+            )
+            relay.trace.end()
         yield DONE
+
+
+@dataclass(slots=True)
+class _Relay:
+    """What a stream needs to write its receipt when it ends."""
+
+    request: ProviderRequest
+    trace: Trace
+    started: float
+    first_piece_ms: float

@@ -1,0 +1,103 @@
+"""The trust panel (``/v1/trust/*``) and audit verification (``/v1/audit/verify``).
+
+Trust routes need the bearer and ``ORCH_TRUST_PANEL_ENABLED=1`` (503 otherwise, checked after
+auth so that the setting is not visible to strangers).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from app.api.body import json_body_doc, read_json_object, validate
+from app.deps import ApiCallerDep, StateDep
+from app.errors import ServiceUnavailable
+from app.tracing.trust import TrustService
+
+router = APIRouter(prefix="/v1", tags=["receipts"])
+
+_MAX_HASH = 64
+
+
+async def trust_service(state: StateDep, _: ApiCallerDep) -> TrustService:
+    if not state.settings.trust_panel_enabled:
+        raise ServiceUnavailable(
+            "The trust panel is disabled (ORCH_TRUST_PANEL_ENABLED=0).", code="trust_panel_disabled"
+        )
+    if state.trust is None:
+        raise ServiceUnavailable(
+            "Receipts are off (ORCH_TRACE_ENABLED=0): there is nothing to show.", code="tracing_disabled"
+        )
+    return state.trust
+
+
+async def audit_service(state: StateDep, _: ApiCallerDep) -> TrustService:
+    if state.trust is None:
+        raise ServiceUnavailable("Receipts are off (ORCH_TRACE_ENABLED=0).", code="tracing_disabled")
+    return state.trust
+
+
+TrustDep = Annotated[TrustService, Depends(trust_service)]
+AuditDep = Annotated[TrustService, Depends(audit_service)]
+Debug = Annotated[bool, Query(description="Add payload sizes (only with ORCH_TRUST_PANEL_DEBUG=1).")]
+
+
+@router.get("/trust/events", summary="Recent receipt steps, newest first")
+async def events(
+    trust: TrustDep,
+    limit: Annotated[int, Query(ge=1, description="At most ORCH_TRUST_PANEL_MAX_EVENTS.")] = 50,
+    step_type: Annotated[str | None, Query(max_length=1000, description="Comma-separated step types.")] = None,
+    trace_id: Annotated[str | None, Query(max_length=64)] = None,
+    debug: Debug = False,
+) -> dict[str, Any]:
+    types = [t.strip() for t in (step_type or "").split(",") if t.strip()]
+    return await trust.events(limit=limit, step_types=types, trace_id=trace_id, debug=debug)
+
+
+@router.get("/trust/trace/{trace_id}", summary="A trace's ordered steps with their hashes")
+async def trace_report(trust: TrustDep, trace_id: str, debug: Debug = False) -> dict[str, Any]:
+    return await trust.report(trace_id, debug=debug)
+
+
+@router.get("/trust/verify/{trace_id}", summary="Recompute a trace's chain (and compare with a saved head)")
+async def verify(
+    trust: TrustDep,
+    trace_id: str,
+    expected_hash: Annotated[str | None, Query(max_length=_MAX_HASH, pattern="^[0-9a-fA-F]+$")] = None,
+) -> dict[str, Any]:
+    return await trust.verify(trace_id, expected_hash)
+
+
+@router.get("/trust/trace/{trace_id}/export", summary="The trace as a receipt bundle for offline checks")
+async def export(trust: TrustDep, trace_id: str) -> dict[str, Any]:
+    return await trust.export(trace_id)
+
+
+LedgerFrom = Annotated[int | None, Query(alias="from", ge=1)]
+LedgerTo = Annotated[int | None, Query(alias="to", ge=1)]
+
+
+@router.get("/trust/ledger", summary="A range of the global ledger as a bundle")
+async def ledger(trust: TrustDep, first: LedgerFrom = None, last: LedgerTo = None) -> dict[str, Any]:
+    return await trust.export_ledger(first, last)
+
+
+@router.get("/trust/ledger/verify", summary="Verify the ledger and that every trace it lists is intact")
+async def ledger_verify(trust: TrustDep, first: LedgerFrom = None, last: LedgerTo = None) -> dict[str, Any]:
+    return await trust.verify_ledger(first, last)
+
+
+class AuditRequest(BaseModel):
+    trace_id: str = Field(min_length=1, max_length=64)
+
+
+@router.post(
+    "/audit/verify",
+    summary="Was a trace served under the policy now on disk?",
+    openapi_extra=json_body_doc(AuditRequest),
+)
+async def audit_verify(request: Request, trust: AuditDep) -> dict[str, Any]:
+    body = validate(AuditRequest, await read_json_object(request))
+    return await trust.audit(body.trace_id)

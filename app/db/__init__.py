@@ -1,0 +1,1 @@
+"""Persistence: connections, migrations, and the registry of open databases."""

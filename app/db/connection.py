@@ -1,0 +1,258 @@
+"""Database connections: SQLite (aiosqlite, WAL) by default, Postgres (asyncpg) when configured.
+
+Repositories write SQL once, in Postgres placeholder style (``$1, $2``); the SQLite connection
+rewrites the placeholders to SQLite's numbered form (``?1, ?2``). Rows come back as dicts.
+SQL lives only in repositories (``app/*/store.py`` and ``app/db/migrations.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import aiosqlite
+
+Dialect = Literal["sqlite", "postgres"]
+Row = dict[str, Any]
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+_SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
+
+
+class Executor(Protocol):
+    """What a repository can do: on the database, or inside one of its transactions."""
+
+    dialect: Dialect
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        """Run one statement; return the number of rows it changed."""
+        ...
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]: ...
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None: ...
+
+
+class Database(Executor, Protocol):
+    def transaction(self) -> Any:
+        """``async with db.transaction() as tx:`` - an :class:`Executor` that commits or rolls back."""
+        ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+def _sqlite_sql(sql: str) -> str:
+    return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+class _SqliteExecutor:
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        cursor = await self._connection.execute(_sqlite_sql(sql), args)
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._connection.executemany(_sqlite_sql(sql), rows)
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        async with self._connection.execute(_sqlite_sql(sql), args) as cursor:
+            return [dict(row) for row in await cursor.fetchall()]
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        async with self._connection.execute(_sqlite_sql(sql), args) as cursor:
+            row = await cursor.fetchone()
+        return dict(row) if row is not None else None
+
+
+class SqliteDatabase:
+    """One aiosqlite connection per database file, used by one operation at a time.
+
+    aiosqlite runs a connection on its own thread; the lock keeps a statement of one coroutine from
+    landing inside another's open transaction. Writes that are not needed to answer a request
+    (receipts) are batched by their writer, so this is not a throughput limit. Other processes
+    (more uvicorn workers) share the file safely through SQLite's own locking (WAL + busy timeout).
+    """
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: Path, *, wal: bool = True) -> None:
+        self.path = path
+        self.wal = wal
+        self._connection: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> SqliteDatabase:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE below).
+        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        connection.row_factory = sqlite3.Row
+        await connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        if self.wal:
+            await connection.execute("PRAGMA journal_mode = WAL")
+            await connection.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL-safe
+        await connection.execute("PRAGMA foreign_keys = ON")
+        self._connection = connection
+        return self
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        if self._connection is None:
+            raise RuntimeError(f"database {self.path} is not open")
+        return self._connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            return await _SqliteExecutor(self.connection).execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self._lock:
+            await _SqliteExecutor(self.connection).executemany(sql, rows)
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        async with self._lock:
+            return await _SqliteExecutor(self.connection).fetch_all(sql, *args)
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        async with self._lock:
+            return await _SqliteExecutor(self.connection).fetch_one(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteExecutor]:
+        async with self._lock:
+            connection = self.connection
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
+            await connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteExecutor(connection)
+            except BaseException:
+                await connection.execute("ROLLBACK")
+                raise
+            await connection.execute("COMMIT")
+
+    async def ping(self) -> bool:
+        try:
+            await self.fetch_one("SELECT 1 AS ok")
+        except (sqlite3.Error, ValueError, RuntimeError):
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+
+def _command_count(status: str) -> int:
+    """asyncpg's command tag ("UPDATE 3", "INSERT 0 1") -> the row count."""
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PostgresExecutor:
+    dialect: Dialect = "postgres"
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _command_count(await self._connection.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._connection.executemany(sql, list(rows))
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(row) for row in await self._connection.fetch(sql, *args)]
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        row = await self._connection.fetchrow(sql, *args)
+        return dict(row) if row is not None else None
+
+
+class PostgresDatabase:
+    """An asyncpg pool. Used for every store when ORCH_DATABASE_URL is set."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, url: str, *, recycle_seconds: float, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self.recycle_seconds = recycle_seconds
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: Any = None
+
+    async def open(self) -> PostgresDatabase:
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(
+            self.url,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            max_inactive_connection_lifetime=self.recycle_seconds,
+            command_timeout=30,
+        )
+        return self
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the Postgres pool is not open")
+        return self._pool
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self.pool.acquire() as connection:
+            return await _PostgresExecutor(connection).execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        async with self.pool.acquire() as connection:
+            await _PostgresExecutor(connection).executemany(sql, rows)
+
+    async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        async with self.pool.acquire() as connection:
+            return await _PostgresExecutor(connection).fetch_all(sql, *args)
+
+    async def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        async with self.pool.acquire() as connection:
+            return await _PostgresExecutor(connection).fetch_one(sql, *args)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PostgresExecutor]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield _PostgresExecutor(connection)
+
+    async def ping(self) -> bool:
+        try:
+            await self.fetch_one("SELECT 1 AS ok")
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def postgres_dsn(url: str) -> str:
+    """Accept SQLAlchemy-style URLs too (``postgresql+psycopg://``): asyncpg wants ``postgresql://``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("expected postgresql://user@host:port/database")
+    base = scheme.split("+", 1)[0]
+    if base not in ("postgresql", "postgres"):
+        raise ValueError("expected a postgresql:// URL")
+    return f"postgresql://{rest}"

@@ -1,0 +1,57 @@
+"""Schema migrations that run at startup, are safe to run twice, and are safe with several
+replicas starting at once (Postgres: an advisory lock; SQLite: BEGIN IMMEDIATE)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from app.db.connection import Database
+
+_CREATE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " component TEXT NOT NULL, version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL,"
+    " PRIMARY KEY (component, version))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step of a component (a store), in both dialects."""
+
+    version: int
+    name: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+def _lock_key(component: str) -> int:
+    # A stable signed 64-bit key per component for pg_advisory_xact_lock.
+    return int.from_bytes(hashlib.sha256(f"orch-migrate:{component}".encode()).digest()[:8], "big", signed=True)
+
+
+async def migrate(db: Database, component: str, migrations: Sequence[Migration]) -> list[int]:
+    """Apply the component's pending migrations in one transaction; return the versions applied."""
+    applied_now: list[int] = []
+    async with db.transaction() as tx:
+        if db.dialect == "postgres":
+            await tx.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(component))
+        await tx.execute(_CREATE_TABLE)
+        rows = await tx.fetch_all("SELECT version FROM schema_migrations WHERE component = $1", component)
+        done = {row["version"] for row in rows}
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            for statement in migration.sqlite if db.dialect == "sqlite" else migration.postgres:
+                await tx.execute(statement)
+            await tx.execute(
+                "INSERT INTO schema_migrations (component, version, name, applied_at) VALUES ($1, $2, $3, $4)",
+                component,
+                migration.version,
+                migration.name,
+                datetime.now(UTC).isoformat(),
+            )
+            applied_now.append(migration.version)
+    return applied_now

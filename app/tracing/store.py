@@ -1,0 +1,186 @@
+"""The trace repository: tables ``traces``, ``trace_steps`` and ``trace_ledger`` (SQL lives here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.db.connection import Database, Row
+from app.db.migrations import Migration, migrate
+from app.tracing.chain import GENESIS, ledger_canonical, link
+
+COMPONENT = "traces"
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "traces, steps and ledger",
+        sqlite=(
+            "CREATE TABLE IF NOT EXISTS traces (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,"
+            " metadata_json TEXT NOT NULL, principal TEXT, request_id TEXT, finished_at TEXT,"
+            " step_count INTEGER, head_hash TEXT, ledger_seq INTEGER)",
+            "CREATE TABLE IF NOT EXISTS trace_steps (id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL,"
+            " seq INTEGER NOT NULL, step_type TEXT NOT NULL, step_json TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " prev_hash TEXT NOT NULL, step_hash TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS trace_steps_by_trace ON trace_steps (trace_id, seq)",
+            "CREATE INDEX IF NOT EXISTS trace_steps_by_type ON trace_steps (step_type, id)",
+            "CREATE TABLE IF NOT EXISTS trace_ledger (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL,"
+            " head_hash TEXT NOT NULL, step_count INTEGER NOT NULL, created_at TEXT NOT NULL,"
+            " prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS trace_ledger_by_trace ON trace_ledger (trace_id)",
+        ),
+        postgres=(
+            "CREATE TABLE IF NOT EXISTS traces (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,"
+            " metadata_json TEXT NOT NULL, principal TEXT, request_id TEXT, finished_at TEXT,"
+            " step_count INTEGER, head_hash TEXT, ledger_seq BIGINT)",
+            "CREATE TABLE IF NOT EXISTS trace_steps (id BIGSERIAL PRIMARY KEY, trace_id TEXT NOT NULL,"
+            " seq INTEGER NOT NULL, step_type TEXT NOT NULL, step_json TEXT NOT NULL, created_at TEXT NOT NULL,"
+            " prev_hash TEXT NOT NULL, step_hash TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS trace_steps_by_trace ON trace_steps (trace_id, seq)",
+            "CREATE INDEX IF NOT EXISTS trace_steps_by_type ON trace_steps (step_type, id)",
+            "CREATE TABLE IF NOT EXISTS trace_ledger (seq BIGINT PRIMARY KEY, trace_id TEXT NOT NULL,"
+            " head_hash TEXT NOT NULL, step_count INTEGER NOT NULL, created_at TEXT NOT NULL,"
+            " prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL)",
+            "CREATE INDEX IF NOT EXISTS trace_ledger_by_trace ON trace_ledger (trace_id)",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRow:
+    id: str
+    created_at: str
+    metadata_json: str
+    principal: str | None
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    trace_id: str
+    seq: int
+    step_type: str
+    step_json: str
+    created_at: str
+    prev_hash: str
+    step_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    trace_id: str
+    step_count: int
+    head_hash: str
+    finished_at: str
+
+
+class TraceStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def migrate(self) -> None:
+        await migrate(self.db, COMPONENT, MIGRATIONS)
+
+    async def write_batch(
+        self, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
+    ) -> None:
+        """One transaction: new traces, their steps, and the ledger entries of finished traces."""
+        async with self.db.transaction() as tx:
+            if self.db.dialect == "postgres" and finishes:
+                # Replicas append to one ledger: serialise appends (released at commit).
+                await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
+            if traces:
+                await tx.executemany(
+                    "INSERT INTO traces (id, created_at, metadata_json, principal, request_id)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    [(t.id, t.created_at, t.metadata_json, t.principal, t.request_id) for t in traces],
+                )
+            if steps:
+                await tx.executemany(
+                    "INSERT INTO trace_steps (trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    [
+                        (s.trace_id, s.seq, s.step_type, s.step_json, s.created_at, s.prev_hash, s.step_hash)
+                        for s in steps
+                    ],
+                )
+            if not finishes:
+                return
+            head = await tx.fetch_one("SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1")
+            seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
+            entries, updates = [], []
+            for finish in finishes:
+                seq += 1
+                created = datetime.now(UTC).isoformat()
+                entry_hash = link(
+                    prev, ledger_canonical(seq, finish.trace_id, finish.head_hash, finish.step_count, created)
+                )
+                entries.append((seq, finish.trace_id, finish.head_hash, finish.step_count, created, prev, entry_hash))
+                updates.append((finish.finished_at, finish.step_count, finish.head_hash, seq, finish.trace_id))
+                prev = entry_hash
+            await tx.executemany(
+                "INSERT INTO trace_ledger (seq, trace_id, head_hash, step_count, created_at, prev_hash, entry_hash)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                entries,
+            )
+            await tx.executemany(
+                "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4 WHERE id = $5",
+                updates,
+            )
+
+    async def trace(self, trace_id: str) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM traces WHERE id = $1", trace_id)
+
+    async def steps(self, trace_id: str) -> list[Row]:
+        return await self.db.fetch_all(
+            "SELECT seq, step_type, step_json, created_at, prev_hash, step_hash FROM trace_steps"
+            " WHERE trace_id = $1 ORDER BY seq, id",
+            trace_id,
+        )
+
+    async def ledger_entry(self, trace_id: str) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM trace_ledger WHERE trace_id = $1 ORDER BY seq LIMIT 1", trace_id)
+
+    async def ledger_range(self, first: int, last: int) -> list[Row]:
+        return await self.db.fetch_all(
+            "SELECT * FROM trace_ledger WHERE seq >= $1 AND seq <= $2 ORDER BY seq", first, last
+        )
+
+    async def ledger_entry_at(self, seq: int) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM trace_ledger WHERE seq = $1", seq)
+
+    async def ledger_head(self) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM trace_ledger ORDER BY seq DESC LIMIT 1")
+
+    async def traces_exist(self, trace_ids: Sequence[str]) -> set[str]:
+        if not trace_ids:
+            return set()
+        marks = ", ".join(f"${i}" for i in range(1, len(trace_ids) + 1))
+        rows = await self.db.fetch_all(f"SELECT id FROM traces WHERE id IN ({marks})", *trace_ids)  # noqa: S608
+        return {row["id"] for row in rows}
+
+    async def events(self, *, limit: int, step_types: Sequence[str], trace_id: str | None) -> list[Row]:
+        """Recent steps, newest first (by insertion order, which never ties)."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        if trace_id is not None:
+            args.append(trace_id)
+            clauses.append(f"trace_id = ${len(args)}")
+        if step_types:
+            marks = []
+            for step_type in step_types:
+                args.append(step_type)
+                marks.append(f"${len(args)}")
+            clauses.append(f"step_type IN ({', '.join(marks)})")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        args.append(limit)
+        # Only generated placeholders ($n) are interpolated; every value is a bound parameter.
+        sql = f"SELECT trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash FROM trace_steps {where}"  # noqa: S608
+        return await self.db.fetch_all(f"{sql} ORDER BY id DESC LIMIT ${len(args)}", *args)
+
+    async def count_steps(self) -> int:
+        row = await self.db.fetch_one("SELECT COUNT(*) AS n FROM trace_steps")
+        return int(row["n"]) if row else 0

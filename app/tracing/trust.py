@@ -1,0 +1,261 @@
+"""The trust panel and audit: read receipts, verify them, export them for offline checks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidRequest, NotFound
+from app.policies import PolicySnapshot
+from app.scrub import cap_text
+from app.tracing.chain import GENESIS, Verdict, verify_ledger, verify_trace
+from app.tracing.store import TraceStore
+from app.tracing.tracer import Tracer
+
+TRACE_BUNDLE = "orchestrators.receipt.v1"
+LEDGER_BUNDLE = "orchestrators.ledger.v1"
+MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
+
+
+def check_trace_id(trace_id: str) -> str:
+    try:
+        return str(uuid.UUID(trace_id))
+    except ValueError:
+        raise InvalidRequest(
+            f"'{trace_id[:64]}' is not a trace id (a UUID, as returned in `request_id`).",
+            param="trace_id",
+            code="invalid_trace_id",
+        ) from None
+
+
+def _cap(value: Any, max_chars: int) -> Any:
+    """Display cap: long strings in a payload are shortened (redaction happened at write time)."""
+    if isinstance(value, str):
+        return cap_text(value, max_chars)[0]
+    if isinstance(value, dict):
+        return {key: _cap(item, max_chars) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_cap(item, max_chars) for item in value]
+    return value
+
+
+def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
+    return {"broken_at": verdict.broken_at, "detail": verdict.detail}
+
+
+class TrustService:
+    def __init__(
+        self,
+        store: TraceStore,
+        tracer: Tracer,
+        policies: PolicySnapshot,
+        *,
+        max_events: int,
+        max_value_chars: int,
+        debug: bool,
+    ) -> None:
+        self.store = store
+        self.tracer = tracer
+        self.policies = policies
+        self.max_events = max_events
+        self.max_value_chars = max_value_chars
+        self.debug = debug
+
+    def _event(self, row: dict[str, Any], *, debug: bool) -> dict[str, Any]:
+        body = orjson.loads(row["step_json"])
+        event = {
+            "trace_id": body["trace_id"],
+            "seq": row["seq"],
+            "step_type": row["step_type"],
+            "created_at": row["created_at"],
+            "payload": _cap(body.get("payload"), self.max_value_chars),
+            "prev_hash": row["prev_hash"],
+            "step_hash": row["step_hash"],
+        }
+        if debug and self.debug:
+            event["payload_size"] = len(row["step_json"])
+        return event
+
+    async def events(
+        self, *, limit: int, step_types: list[str], trace_id: str | None, debug: bool = False
+    ) -> dict[str, Any]:
+        bounded = min(limit, self.max_events)
+        # One more than asked tells whether there is more (`truncated`) without a count query.
+        rows = await self.store.events(
+            limit=bounded + 1, step_types=step_types, trace_id=check_trace_id(trace_id) if trace_id else None
+        )
+        events = [self._event(row, debug=debug) for row in rows[:bounded]]
+        return {"events": events, "count": len(events), "limit": bounded, "truncated": len(rows) > bounded}
+
+    async def _load(self, trace_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
+        trace_id = check_trace_id(trace_id)
+        await self.tracer.flush()
+        trace = await self.store.trace(trace_id)
+        steps = await self.store.steps(trace_id)
+        entry = await self.store.ledger_entry(trace_id)
+        if trace is None and not steps and entry is None:
+            raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
+        return trace, steps, entry
+
+    def _verdict(
+        self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
+    ) -> Verdict:
+        if trace is None:
+            if entry is not None:
+                return Verdict(
+                    False, "trace_deleted", None, len(steps), None, "the ledger lists this trace but its record is gone"
+                )
+            return Verdict(False, "chain_broken", None, len(steps), None, "the trace record is missing")
+        finished = trace.get("finished_at") is not None or entry is not None
+        return verify_trace(
+            trace_id,
+            steps,
+            ledger_entry=entry,
+            finished=finished,
+            recorded_count=trace.get("step_count"),
+            recorded_head=trace.get("head_hash"),
+        )
+
+    async def report(self, trace_id: str, *, debug: bool = False) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id)
+        shown = steps[-self.max_events :]
+        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        metadata = orjson.loads(trace["metadata_json"]) if trace else None
+        return {
+            "trace_id": check_trace_id(trace_id),
+            "created_at": trace["created_at"] if trace else None,
+            "finished_at": trace.get("finished_at") if trace else None,
+            "metadata": _cap(metadata, self.max_value_chars),
+            "steps": [self._event(row, debug=debug) for row in shown],
+            "step_count": len(steps),
+            "steps_truncated": len(shown) < len(steps),
+            "head_hash": verdict.head_hash or (steps[-1]["step_hash"] if steps else None),
+            "ledger_seq": entry["seq"] if entry else None,
+            "verified": verdict.ok,
+            "reason": verdict.reason,
+        }
+
+    async def verify(self, trace_id: str, expected_hash: str | None) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id)
+        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        result: dict[str, Any] = {
+            "trace_id": check_trace_id(trace_id),
+            "verified": verdict.ok,
+            "reason": verdict.reason,
+            "head_hash": verdict.head_hash,
+            "step_count": verdict.step_count,
+            "ledger_seq": entry["seq"] if entry else None,
+            **_verdict_fields(verdict),
+        }
+        if verdict.ok and expected_hash is not None:
+            matches = expected_hash.strip().lower() == verdict.head_hash
+            result.update(verified=matches, reason="match" if matches else "mismatch")
+        return result
+
+    async def export(self, trace_id: str) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id)
+        if trace is None:
+            raise NotFound(
+                f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
+            )
+        return {
+            "format": TRACE_BUNDLE,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "trace": {
+                "id": trace["id"],
+                "created_at": trace["created_at"],
+                "finished_at": trace.get("finished_at"),
+                "step_count": trace.get("step_count"),
+                "head_hash": trace.get("head_hash"),
+                "metadata": orjson.loads(trace["metadata_json"]),
+            },
+            "steps": steps,
+            "ledger_entry": entry,
+        }
+
+    async def _ledger_bounds(self, first: int | None, last: int | None) -> tuple[int, int]:
+        head = await self.store.ledger_head()
+        top = int(head["seq"]) if head else 0
+        first = first or 1
+        last = min(last or top, top)
+        if last - first + 1 > MAX_LEDGER_RANGE:
+            raise InvalidRequest(
+                f"At most {MAX_LEDGER_RANGE} ledger entries per call.", param="to", code="range_too_large"
+            )
+        return first, last
+
+    async def export_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
+        await self.tracer.flush()
+        first, last = await self._ledger_bounds(first, last)
+        entries = await self.store.ledger_range(first, last) if last >= first else []
+        return {
+            "format": LEDGER_BUNDLE,
+            "exported_at": datetime.now(UTC).isoformat(),
+            "first_seq": first,
+            "last_seq": last,
+            "entries": entries,
+        }
+
+    async def verify_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
+        """The ledger's links and hashes, and that every trace it lists still exists with that head."""
+        await self.tracer.flush()
+        first, last = await self._ledger_bounds(first, last)
+        entries = await self.store.ledger_range(first, last) if last >= first else []
+        start_prev = GENESIS if first == 1 else None
+        if first > 1:
+            before = await self.store.ledger_entry_at(first - 1)
+            start_prev = before["entry_hash"] if before else None
+        verdict = verify_ledger(entries, start_prev=start_prev)
+        result: dict[str, Any] = {
+            "verified": verdict.ok,
+            "reason": verdict.reason,
+            "first_seq": first,
+            "last_seq": last,
+            "entries": len(entries),
+            "head_hash": verdict.head_hash,
+            **_verdict_fields(verdict),
+        }
+        if not verdict.ok:
+            return result
+        present = await self.store.traces_exist([e["trace_id"] for e in entries])
+        for entry in entries:
+            if entry["trace_id"] not in present:
+                result.update(
+                    verified=False,
+                    reason="trace_deleted",
+                    broken_at=entry["seq"],
+                    detail=f"trace {entry['trace_id']} is listed in the ledger but gone",
+                )
+                return result
+            trace = await self.store.trace(entry["trace_id"])
+            if trace is None or trace.get("head_hash") != entry["head_hash"]:
+                result.update(
+                    verified=False,
+                    reason="ledger_mismatch",
+                    broken_at=entry["seq"],
+                    detail=f"trace {entry['trace_id']} no longer has the head the ledger recorded",
+                )
+                return result
+        return result
+
+    async def audit(self, trace_id: str) -> dict[str, Any]:
+        """Was this trace served under the policy files that are on disk now?"""
+        _, steps, _ = await self._load(trace_id)
+        policy_steps = [orjson.loads(row["step_json"]) for row in steps if row["step_type"] == "policy_snapshot"]
+        recorded = policy_steps[-1]["payload"].get("policy_hash") if policy_steps else None
+        current = self.policies.current_hash()
+        return {
+            "trace_id": check_trace_id(trace_id),
+            "valid": recorded is not None and recorded == current,
+            "policy_hash_current": current,
+            "policy_hash_trace": recorded,
+            "policy_hash_loaded": self.policies.loaded_hash,
+            "policy": self.policies.describe(),
+            "policy_steps": [
+                {"step_type": body["step_type"], "payload": body["payload"], "created_at": body["created_at"]}
+                for body in policy_steps
+            ],
+        }

@@ -1,0 +1,373 @@
+"""Receipts on SQLite and on the real Postgres server: what is recorded, the hash chain, the
+trust panel, tampering detected in the database itself, export and offline verification."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from app.lifespan import AppState
+from app.tracing.chain import link
+from tests.conftest import Backend, assert_envelope, running
+
+ROOT = Path(__file__).resolve().parents[2]
+CHAT = "/v1/chat/completions"
+HELLO = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+@asynccontextmanager
+async def panel(
+    app_factory: Callable[..., FastAPI], backend: Backend, **settings: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    app = app_factory(trust_panel_enabled=True, **backend.settings, **settings)
+    async with running(app) as client:
+        yield client, app.state.orch
+
+
+async def chat(client: httpx.AsyncClient, state: AppState, **headers: str) -> str:
+    response = await client.post(CHAT, json=HELLO, headers=headers)
+    assert response.status_code == 200
+    await state.tracer.flush()
+    trace_id: str = response.json()["request_id"]
+    return trace_id
+
+
+async def verify(client: httpx.AsyncClient, trace_id: str, **params: str) -> dict[str, Any]:
+    response = await client.get(f"/v1/trust/verify/{trace_id}", params=params)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def test_a_chat_leaves_an_ordered_chained_receipt(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state, **{"X-Request-ID": "caller-req-7"})
+        report = (await client.get(f"/v1/trust/trace/{trace_id}")).json()
+    assert [s["step_type"] for s in report["steps"]] == ["request", "policy_snapshot", "llm_provider"]
+    assert [s["seq"] for s in report["steps"]] == [1, 2, 3]
+    request, policy, provider = (s["payload"] for s in report["steps"])
+    assert request == {"route": CHAT, "stream": False, "principal": "owner", "request_id": "caller-req-7"}
+    assert len(policy["policy_hash"]) == 64
+    assert provider["provider"] == "demo" and provider["attempts"] == 1 and provider["truncated"] is False
+    assert provider["latency_ms"] >= 0 and provider["usage"]["total_tokens"] > 0
+    # the chain, computed when written
+    prev = "0" * 64
+    for step in report["steps"]:
+        assert step["prev_hash"] == prev
+        prev = step["step_hash"]
+    assert report["head_hash"] == prev and report["verified"] and report["ledger_seq"] == 1
+    assert report["metadata"]["request_id"] == "caller-req-7"
+
+
+async def test_verify_intact_match_and_mismatch(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        intact = await verify(client, trace_id)
+        assert intact["verified"] and intact["reason"] == "intact" and intact["step_count"] == 3
+        match = await verify(client, trace_id, expected_hash=intact["head_hash"])
+        assert match["verified"] and match["reason"] == "match"
+        mismatch = await verify(client, trace_id, expected_hash="ab" * 32)
+        assert not mismatch["verified"] and mismatch["reason"] == "mismatch"
+
+
+async def tamper_and_verify(
+    app_factory: Callable[..., FastAPI], backend: Backend, statements: list[tuple[str, tuple[Any, ...]]]
+) -> dict[str, Any]:
+    async with panel(app_factory, backend) as (client, state):
+        await chat(client, state)  # a neighbour that must stay intact
+        trace_id = await chat(client, state)
+        await chat(client, state)
+        for sql, args in statements:
+            await backend.execute(sql, *(trace_id if a == "$TRACE" else a for a in args))
+        result = await verify(client, trace_id)
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        result["ledger"] = ledger
+        return result
+
+
+async def test_edited_payload_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [
+            (
+                "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1 AND seq = 3",
+                ("$TRACE",),
+            )
+        ],
+    )
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 3
+
+
+async def test_edited_column_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [("UPDATE trace_steps SET step_type = 'innocent' WHERE trace_id = $1 AND seq = 2", ("$TRACE",))],
+    )
+    assert not result["verified"] and result["broken_at"] == 2
+
+
+async def test_deleted_step_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [
+            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
+        ],
+    )
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 2
+
+
+async def test_reordered_steps_are_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [
+            ("UPDATE trace_steps SET seq = 99 WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
+            ("UPDATE trace_steps SET seq = 2 WHERE trace_id = $1 AND seq = 3", ("$TRACE",)),
+            ("UPDATE trace_steps SET seq = 3 WHERE trace_id = $1 AND seq = 99", ("$TRACE",)),
+        ],
+    )
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 2
+
+
+async def test_inserted_step_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    # A careful forger: the inserted step is well-formed and links to step 1 ...
+    async def forge(backend: Backend, trace_id: str) -> list[tuple[str, tuple[Any, ...]]]:
+        [first] = await backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 1", trace_id)
+        text = json.dumps(
+            {
+                "created_at": "2026-01-01T00:00:00+00:00",
+                "payload": {"approved": True},
+                "seq": 2,
+                "step_type": "tool_approval",
+                "trace_id": trace_id,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return [
+            ("UPDATE trace_steps SET seq = seq + 10 WHERE trace_id = $1 AND seq >= 2", (trace_id,)),
+            ("UPDATE trace_steps SET seq = seq - 9 WHERE trace_id = $1 AND seq >= 12", (trace_id,)),
+            (
+                "INSERT INTO trace_steps (trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash)"
+                " VALUES ($1, 2, 'tool_approval', $2, '2026-01-01T00:00:00+00:00', $3, $4)",
+                (trace_id, text, first["step_hash"], link(first["step_hash"], text)),
+            ),
+        ]
+
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        for sql, args in await forge(backend, trace_id):
+            await backend.execute(sql, *args)
+        result = await verify(client, trace_id)
+    # ... but the step after it no longer links to it.
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 3
+
+
+async def test_truncated_tail_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [
+            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 3", ("$TRACE",)),
+        ],
+    )
+    assert not result["verified"] and result["reason"] == "chain_broken" and "truncated" in result["detail"]
+
+
+async def test_truncated_tail_with_forged_head_is_caught_by_the_ledger(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        [second] = await backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 2", trace_id)
+        await backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 3", trace_id)
+        await backend.execute(
+            "UPDATE traces SET step_count = 2, head_hash = $1 WHERE id = $2", second["step_hash"], trace_id
+        )
+        result = await verify(client, trace_id)
+    assert not result["verified"] and result["reason"] == "ledger_mismatch"
+
+
+async def test_deleted_trace_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    result = await tamper_and_verify(
+        app_factory,
+        backend,
+        [
+            ("DELETE FROM trace_steps WHERE trace_id = $1", ("$TRACE",)),
+            ("DELETE FROM traces WHERE id = $1", ("$TRACE",)),
+        ],
+    )
+    assert not result["verified"] and result["reason"] == "trace_deleted"
+    assert not result["ledger"]["verified"] and result["ledger"]["reason"] == "trace_deleted"
+    assert result["ledger"]["broken_at"] == 2
+
+
+async def test_untouched_ledger_verifies(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        for _ in range(3):
+            await chat(client, state)
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        assert ledger["verified"] and ledger["entries"] == 3
+        partial = (await client.get("/v1/trust/ledger/verify", params={"from": 2, "to": 3})).json()
+        assert partial["verified"] and partial["entries"] == 2
+
+
+async def test_unknown_and_malformed_trace_ids(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend) as (client, _):
+        unknown = str(uuid.uuid4())
+        for path in (f"/v1/trust/verify/{unknown}", f"/v1/trust/trace/{unknown}", f"/v1/trust/trace/{unknown}/export"):
+            assert_envelope(await client.get(path), 404, type_="not_found_error")
+        error = assert_envelope(await client.get("/v1/trust/verify/not-a-trace"), 400, param="trace_id")
+        assert error["code"] == "invalid_trace_id"
+        assert_envelope(await client.post("/v1/audit/verify", json={"trace_id": unknown}), 404)
+
+
+async def test_events_filters_limits_and_bad_input(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend, trust_panel_max_events=4) as (client, state):
+        first = await chat(client, state)
+        second = await chat(client, state)
+        events = (await client.get("/v1/trust/events", params={"limit": 2})).json()
+        assert events["count"] == 2 and events["truncated"] is True and events["limit"] == 2
+        assert [e["step_type"] for e in events["events"]] == ["llm_provider", "policy_snapshot"]
+        assert events["events"][0]["trace_id"] == second  # newest first
+        clamped = (await client.get("/v1/trust/events", params={"limit": 1000})).json()
+        assert clamped["limit"] == 4 and clamped["count"] == 4
+        only = await client.get("/v1/trust/events", params={"step_type": "request,llm_provider", "trace_id": first})
+        assert [e["step_type"] for e in only.json()["events"]] == ["llm_provider", "request"]
+        for bad in ({"limit": "abc"}, {"limit": -1}, {"limit": 0}):
+            assert_envelope(await client.get("/v1/trust/events", params=bad), 400, param="limit")
+        assert_envelope(await client.get("/v1/trust/events", params={"trace_id": "x"}), 400, param="trace_id")
+
+
+async def test_secrets_and_personal_data_never_reach_the_store(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    secret = "sk-" + "A1b2C3d4" * 4
+    async with panel(app_factory, backend, trust_panel_max_value_chars=40) as (client, state):
+        trace = state.tracer.begin(route="/test", request_id="r", principal="owner", stream=False)
+        trace.step("note", {"api_key": "plain-value", "note": f"mail a@b.co, key {secret}", "long": "z" * 100})
+        trace.end()
+        await state.tracer.flush()
+        [event] = (await client.get("/v1/trust/events", params={"step_type": "note"})).json()["events"]
+    assert event["payload"]["api_key"] == "[REDACTED]"
+    assert "a@b.co" not in event["payload"]["note"] and secret not in event["payload"]["note"]
+    assert len(event["payload"]["long"]) <= 40 and event["payload"]["long"].endswith("[truncated]")
+    stored = await backend.fetch("SELECT step_json FROM trace_steps")
+    dump = json.dumps(stored)
+    assert secret not in dump and "a@b.co" not in dump and "plain-value" not in dump
+
+
+async def test_trust_panel_off_is_503_after_auth(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+    app = app_factory()
+    async with running(app, token=None) as anonymous:
+        assert_envelope(await anonymous.get("/v1/trust/events"), 401)
+    async with running(app_factory()) as client:
+        error = assert_envelope(await client.get("/v1/trust/events"), 503, type_="service_unavailable")
+        assert "ORCH_TRUST_PANEL_ENABLED" in error["message"]
+
+
+async def test_tracing_off_uses_the_request_id_and_stores_nothing(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    app = app_factory(trace_enabled=False, trust_panel_enabled=True, trace_db_path=tmp_path / "off.db")
+    async with running(app) as client:
+        response = await client.post(CHAT, json=HELLO, headers={"X-Request-ID": "mine-1"})
+        assert response.json()["request_id"] == "mine-1"
+        assert_envelope(await client.get("/v1/trust/events"), 503)
+    assert not (tmp_path / "off.db").exists()
+
+
+async def test_audit_verify_compares_the_recorded_policy_with_the_files_on_disk(
+    app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: []\n")
+    async with panel(app_factory, backend) as (client, state):
+        state.policies.register("test_policy", policy)
+        state.policies.freeze()
+        trace_id = await chat(client, state)
+        audit = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
+        assert audit["valid"] is True
+        assert audit["policy_hash_trace"] == audit["policy_hash_current"] == audit["policy_hash_loaded"]
+        assert audit["policy_steps"][0]["step_type"] == "policy_snapshot"
+        policy.write_text("rules: [changed]\n")
+        drifted = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
+        assert drifted["valid"] is False and drifted["policy_hash_current"] != drifted["policy_hash_trace"]
+        assert_envelope(await client.post("/v1/audit/verify", json={}), 400, param="trace_id")
+        assert_envelope(await client.post("/v1/audit/verify", content=b"nope"), 400)
+
+
+def run_verifier(bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    # The system interpreter, not the project's virtualenv: the check needs only the stdlib.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    return subprocess.run(
+        [python, str(ROOT / "scripts/verify_receipts.py"), str(bundle), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+async def test_exported_bundles_verify_offline(
+    app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path
+) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        await chat(client, state)
+        bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
+        ledger = (await client.get("/v1/trust/ledger")).json()
+    assert bundle["format"] == "orchestrators.receipt.v1" and len(bundle["steps"]) == 3
+    path = tmp_path / "bundle.json"
+    path.write_text(json.dumps(bundle))
+    good = run_verifier(path)
+    assert good.returncode == 0 and "VERIFIED" in good.stdout, good.stdout + good.stderr
+    head = bundle["trace"]["head_hash"]
+    assert run_verifier(path, "--expected-head", head).returncode == 0
+    assert run_verifier(path, "--expected-head", "0" * 64).returncode == 1
+    forged = json.loads(path.read_text())
+    forged["steps"][2]["step_json"] = forged["steps"][2]["step_json"].replace("demo", "evil")
+    path.write_text(json.dumps(forged))
+    bad = run_verifier(path)
+    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stdout and "at 3" in bad.stdout
+    ledger_path = tmp_path / "ledger.json"
+    ledger_path.write_text(json.dumps(ledger))
+    assert len(ledger["entries"]) == 2 and run_verifier(ledger_path).returncode == 0
+    ledger["entries"][0]["head_hash"] = "f" * 64
+    ledger_path.write_text(json.dumps(ledger))
+    assert run_verifier(ledger_path).returncode == 1
+    (tmp_path / "junk.json").write_text("{")
+    assert run_verifier(tmp_path / "junk.json").returncode == 2
+
+
+async def test_a_failing_store_never_fails_the_request(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+    app = app_factory(trace_db_path=tmp_path / "t.db")
+    async with running(app) as client:
+        state: AppState = app.state.orch
+        await state.databases.close()  # the database goes away under the running service
+        response = await client.post(CHAT, json=HELLO)
+        assert response.status_code == 200
+        await state.tracer.flush()
+        metrics = (await client.get("/metrics")).text
+    assert "orch_trace_write_errors_total 3.0" in metrics
+
+
+async def test_migrations_are_safe_to_run_twice(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+    async with panel(app_factory, backend) as (client, _):  # a restart on the same database
+        assert (await verify(client, trace_id))["verified"]
+    rows = await backend.fetch("SELECT component, version FROM schema_migrations")
+    assert rows == [{"component": "traces", "version": 1}]
