@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from app.auth import OWNER_ID, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
-from app.observability.logging import get_logger
+from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Orchestrator
 from app.policies import PolicySnapshot
@@ -192,6 +192,7 @@ def lifespan_for(
                     "receipts": settings.trace_enabled,
                 },
             )
+            stack.callback(flush_logs)  # on the way out, first: write the buffered access lines
             yield
             log.info("service stopping")
 

@@ -4,7 +4,8 @@ slowapi is a thin layer over `limits`; we use `limits` directly because slowapi'
 throughput, its decorator costs ~16% on the hot path (DESIGN.md, convention 5), and its storage calls
 are synchronous, which would block the event loop on every request with Redis. Here each request is
 one awaited ``INCR`` per configured limit on a clock-aligned fixed window, which also gives the
-``x-ratelimit-*`` headers without a second round trip.
+``x-ratelimit-*`` headers without a second round trip. With ``memory://`` the counters are a dict in
+this process (:class:`LocalCounters`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 
 from app.observability.logging import get_logger
 
@@ -45,10 +46,41 @@ class RateLimitState:
         return result
 
 
-def _storage_for(url: str) -> Storage:
+class LocalCounters:
+    """Fixed-window counters in this process (``memory://``).
+
+    The same interface as limits' async storages (``incr``, ``check``) without their per-call
+    locks and expiry tasks: a single event loop needs neither, and this runs on every request.
+    Windows are clock-aligned, so a finished window is simply forgotten at the next sweep.
+    """
+
+    _SWEEP_EVERY = 10_000  # increments between sweeps of expired windows
+
+    def __init__(self) -> None:
+        self._counts: dict[str, tuple[float, int]] = {}
+        self._since_sweep = 0
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        expires, count = self._counts.get(key, (0.0, 0))
+        if expires <= now:
+            expires, count = now + expiry, 0
+        count += amount
+        self._counts[key] = (expires, count)
+        self._since_sweep += 1
+        if self._since_sweep >= self._SWEEP_EVERY:
+            self._since_sweep = 0
+            self._counts = {k: v for k, v in self._counts.items() if v[0] > now}
+        return count
+
+    async def check(self) -> bool:
+        return True
+
+
+def _storage_for(url: str) -> Storage | LocalCounters:
     parts = urlsplit(url)
     if parts.scheme == "memory":
-        return MemoryStorage()
+        return LocalCounters()
     # limits names its async Redis storage "async+redis://"; use the redis-py client we ship.
     scheme = "async+" + parts.scheme
     return RedisStorage(urlunsplit((scheme, *parts[1:])), implementation="redispy", key_prefix=_KEY_PREFIX)

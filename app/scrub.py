@@ -1,34 +1,52 @@
 """Secret and personal-data scrubbing: one set of patterns for receipts, memory, tool output and logs.
 
 (The original had three different lists; a secret caught in one place leaked through another.)
+
+Every pattern has literal markers (text it cannot match without): a string is only searched with
+the patterns whose markers it contains, so a clean string costs a few substring tests instead of a
+dozen regex scans. This runs for every receipt step.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 REDACTED = "[REDACTED]"
 
+
+class _Pattern(NamedTuple):
+    regex: re.Pattern[str]
+    markers: tuple[str, ...]  # lowercase substrings; a match is impossible without one of them
+
+
 # Credential-looking values, by kind. Case-insensitive where the real format allows it.
-SECRET_PATTERNS: dict[str, re.Pattern[str]] = {
-    "private_key": re.compile(
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----)?", re.DOTALL
+_SECRETS: dict[str, _Pattern] = {
+    "private_key": _Pattern(
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----)?", re.DOTALL),
+        ("private key",),
     ),
-    "bearer": re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE),
-    "jwt": re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
-    "openai_key": re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"),
-    "stripe_key": re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"),
-    "github_token": re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,})"),
-    "slack_token": re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    "aws_access_key": re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    "google_api_key": re.compile(r"\bAIza[0-9A-Za-z_-]{35}"),
-    "credential_assignment": re.compile(
-        r"\b(?:api[_-]?key|secret(?:[_-]?key)?|password|passwd|access[_-]?token|auth[_-]?token|client[_-]?secret)"
-        r"\s*[:=]\s*['\"]?[^\s'\",;]{6,}",
-        re.IGNORECASE,
+    "bearer": _Pattern(re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), ("bearer",)),
+    "jwt": _Pattern(re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), ("eyj",)),
+    "openai_key": _Pattern(re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), ("sk-",)),
+    "stripe_key": _Pattern(re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"), ("_live_", "_test_")),
+    "github_token": _Pattern(
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,})"),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+    ),
+    "slack_token": _Pattern(re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), ("xox",)),
+    "aws_access_key": _Pattern(re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), ("akia", "asia")),
+    "google_api_key": _Pattern(re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), ("aiza",)),
+    "credential_assignment": _Pattern(
+        re.compile(
+            r"\b(?:api[_-]?key|secret(?:[_-]?key)?|password|passwd|access[_-]?token|auth[_-]?token|client[_-]?secret)"
+            r"\s*[:=]\s*['\"]?[^\s'\",;]{6,}",
+            re.IGNORECASE,
+        ),
+        ("key", "secret", "passw", "token"),
     ),
 }
+SECRET_PATTERNS: dict[str, re.Pattern[str]] = {kind: p.regex for kind, p in _SECRETS.items()}
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 # North-American numbers with optional +1 and parentheses (the parenthesis is part of the match,
@@ -37,6 +55,8 @@ PHONE = re.compile(
     r"(?<![\w+])(?:\+?1[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?!\w)"
     r"|(?<![\w+])\+\d{1,3}(?:[\s.-]?\d{1,4}){2,5}(?!\w)"
 )
+_PHONE_MIN_DIGITS = 7  # an international number has at least this many digits (NA: 10)
+_DROP_DIGITS = str.maketrans("", "", "0123456789")
 
 # Dict keys whose values are always withheld, whatever they look like.
 SENSITIVE_KEYS = frozenset(
@@ -62,61 +82,76 @@ SENSITIVE_KEYS = frozenset(
 )
 
 TRUNCATED_SUFFIX = "...[truncated]"
+_MIN_SENSITIVE_CHARS = 6  # the shortest email ("a@b.co"); secrets and phone numbers are longer
 
 
-def _scoped(pattern: re.Pattern[str]) -> str:
-    flags = ("i" if pattern.flags & re.IGNORECASE else "") + ("s" if pattern.flags & re.DOTALL else "")
-    return f"(?{flags}:{pattern.pattern})" if flags else f"(?:{pattern.pattern})"
-
-
-# One scan answers "is there anything to redact at all?": most strings (ids, model names, routes)
-# have nothing, and then they cost one regex search instead of one per pattern.
-_ANY_SECRET = re.compile("|".join(_scoped(p) for p in SECRET_PATTERNS.values()))
-_ANY_PII = re.compile(f"{_scoped(EMAIL)}|{_scoped(PHONE)}")
-_MIN_SECRET_CHARS = 8  # no pattern above matches fewer characters
+def _candidates(text: str) -> list[tuple[str, re.Pattern[str]]]:
+    lowered = text.lower()
+    return [(kind, p.regex) for kind, p in _SECRETS.items() if any(m in lowered for m in p.markers)]
 
 
 def find_secret(text: str) -> str | None:
     """The kind of the first credential-looking value in ``text``, or None."""
-    if len(text) < _MIN_SECRET_CHARS or not _ANY_SECRET.search(text):
+    if len(text) < _MIN_SENSITIVE_CHARS:
         return None
-    for kind, pattern in SECRET_PATTERNS.items():
-        if pattern.search(text):
+    for kind, regex in _candidates(text):
+        if regex.search(text):
             return kind
-    return None  # pragma: no cover - the combined pattern matched, so one of its parts does
+    return None
 
 
 def redact_secrets(text: str) -> tuple[str, int]:
-    if len(text) < _MIN_SECRET_CHARS or not _ANY_SECRET.search(text):
-        return text, 0
     count = 0
-    for pattern in SECRET_PATTERNS.values():
-        text, n = pattern.subn(REDACTED, text)
-        count += n
+    if len(text) >= _MIN_SENSITIVE_CHARS:
+        for _, regex in _candidates(text):
+            text, n = regex.subn(REDACTED, text)
+            count += n
     return text, count
 
 
 def redact_pii(text: str) -> tuple[str, int]:
-    if not _ANY_PII.search(text):
-        return text, 0
-    text, emails = EMAIL.subn(REDACTED, text)
-    text, phones = PHONE.subn(REDACTED, text)
-    return text, emails + phones
+    count = 0
+    if "@" in text:
+        text, count = EMAIL.subn(REDACTED, text)
+    if len(text) - len(text.translate(_DROP_DIGITS)) >= _PHONE_MIN_DIGITS:
+        text, phones = PHONE.subn(REDACTED, text)
+        count += phones
+    return text, count
 
 
-_ANY_SENSITIVE = re.compile(f"{_ANY_SECRET.pattern}|{_ANY_PII.pattern}")
-_MIN_SENSITIVE_CHARS = 6  # the shortest email ("a@b.co"); secrets and phone numbers are longer
+# Receipts repeat the same short strings (routes, providers, models, principals): remember the
+# verdict for those. Bounded: cleared when full.
+_MEMO: dict[tuple[str, bool], tuple[str, int]] = {}
+_MEMO_MAX_ENTRIES = 4096
+_MEMO_MAX_CHARS = 80
 
 
-def redact_text(text: str, *, pii: bool) -> tuple[str, int]:
-    # The common case, a clean short string, costs one length check or one regex search.
-    if len(text) < _MIN_SENSITIVE_CHARS or not (_ANY_SENSITIVE if pii else _ANY_SECRET).search(text):
-        return text, 0
+def _redact_text(text: str, *, pii: bool) -> tuple[str, int]:
     text, count = redact_secrets(text)
     if pii:
         text, more = redact_pii(text)
         count += more
     return text, count
+
+
+# Our own ids (32 lowercase hex digits, UUIDs): lowercase hex cannot spell any credential prefix
+# or an email, and these fixed shapes are not phone numbers, so they skip every scan.
+_ID_SHAPE = re.compile(r"[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def redact_text(text: str, *, pii: bool) -> tuple[str, int]:
+    """``text`` with credentials (and, with ``pii``, emails and phone numbers) replaced."""
+    if len(text) < _MIN_SENSITIVE_CHARS or (len(text) in (32, 36) and _ID_SHAPE.fullmatch(text)):
+        return text, 0
+    if len(text) <= _MEMO_MAX_CHARS:
+        known = _MEMO.get((text, pii))
+        if known is None:
+            known = _redact_text(text, pii=pii)
+            if len(_MEMO) >= _MEMO_MAX_ENTRIES:
+                _MEMO.clear()
+            _MEMO[(text, pii)] = known
+        return known
+    return _redact_text(text, pii=pii)
 
 
 def cap_text(text: str, max_chars: int) -> tuple[str, bool]:
@@ -158,3 +193,33 @@ def redact(value: Any, *, pii: bool, max_chars: int = 0) -> tuple[Any, int]:
             total += count
         return items, total
     return value, 0
+
+
+def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
+    """:func:`redact` without the count, and without copying what needs no change.
+
+    The receipts writer calls this for every step: most payloads are clean, and walking them
+    without building copies (and with the short-string memo) costs a few microseconds.
+    """
+    kind = type(value)
+    if kind is str:
+        text = redact_text(value, pii=pii)[0]
+        return cap_text(text, max_chars)[0] if max_chars > 0 and len(text) > max_chars else text
+    if kind is dict:
+        changed: dict[str, Any] | None = None
+        for key, item in value.items():
+            if type(key) is str and key.lower() in SENSITIVE_KEYS and item not in (None, "", [], {}):
+                cleaned: Any = REDACTED
+            elif type(item) in (int, float, bool) or item is None:
+                continue
+            else:
+                cleaned = scrub(item, pii=pii, max_chars=max_chars)
+            if cleaned is not item:
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = cleaned
+        return value if changed is None else changed
+    if kind in (list, tuple):
+        items = [scrub(item, pii=pii, max_chars=max_chars) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value

@@ -44,13 +44,3 @@ async def read_model(request: Request, model: type[ModelT]) -> tuple[ModelT, dic
     """The validated model and the raw object (for forwarding fields the model does not name)."""
     data = await read_json_object(request)
     return validate(model, data), data
-
-
-def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` that documents ``model`` as the JSON request body of a route."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
-        }
-    }

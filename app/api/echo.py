@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from app.api.body import json_body_doc, read_json_object, validate
+from app.api.body import read_json_object, validate
+from app.api.openapi import json_body_doc
 from app.deps import CallerDep
 
 router = APIRouter(tags=["debug"])

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from app.api.body import json_body_doc, read_json_object, validate
+from app.api.body import read_json_object, validate
+from app.api.openapi import json_body_doc
 from app.deps import ApiCallerDep, StateDep
 from app.errors import ServiceUnavailable
 from app.tracing.trust import TrustService

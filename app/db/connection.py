@@ -22,6 +22,7 @@ Row = dict[str, Any]
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
+_SQLITE_MAX_VARIABLES = 32766  # SQLite's limit on bound parameters per statement (3.32+)
 
 
 class Executor(Protocol):
@@ -34,6 +35,10 @@ class Executor(Protocol):
         ...
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert many rows (names are trusted constants from a repository, values are bound)."""
+        ...
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]: ...
 
@@ -68,6 +73,21 @@ class _SqliteExecutor:
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._connection.executemany(_sqlite_sql(sql), rows)
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # One multi-row INSERT per chunk rather than executemany: the sqlite3 module hands the GIL
+        # back and forth with the event loop's thread for every row of an executemany, which on a
+        # busy single core costs more than the inserts themselves.
+        width = len(columns)
+        per_statement = max(1, _SQLITE_MAX_VARIABLES // width)
+        group = "(" + ", ".join("?" * width) + ")"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            # Names are repository constants; every value is a bound parameter.
+            head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+            sql = head + ", ".join([group] * len(chunk))
+            params = [value for row in chunk for value in row]
+            await (await self._connection.execute(sql, params)).close()
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         async with self._connection.execute(_sqlite_sql(sql), args) as cursor:
@@ -123,6 +143,10 @@ class SqliteDatabase:
         async with self._lock:
             await _SqliteExecutor(self.connection).executemany(sql, rows)
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        async with self._lock:
+            await _SqliteExecutor(self.connection).insert_rows(table, columns, rows)
+
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         async with self._lock:
             return await _SqliteExecutor(self.connection).fetch_all(sql, *args)
@@ -175,6 +199,11 @@ class _PostgresExecutor:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._connection.executemany(sql, list(rows))
 
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608 - constant names
+        await self._connection.executemany(sql, rows)
+
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         return [dict(row) for row in await self._connection.fetch(sql, *args)]
 
@@ -220,6 +249,10 @@ class PostgresDatabase:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         async with self.pool.acquire() as connection:
             await _PostgresExecutor(connection).executemany(sql, rows)
+
+    async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        async with self.pool.acquire() as connection:
+            await _PostgresExecutor(connection).insert_rows(table, columns, rows)
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
         async with self.pool.acquire() as connection:

@@ -11,19 +11,20 @@ In a single layer (each layer costs on the hot path) it:
 
 from __future__ import annotations
 
+import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import InternalError, OrchestratorError, PayloadTooLarge
-from app.observability.logging import get_logger
+from app.ids import new_id
+from app.observability.logging import ACCESS_LOGGER, get_logger
 from app.observability.metrics import Metrics
 from app.observability.otel import trace_headers
 
-access_log = get_logger("access")
+access_log = logging.getLogger(ACCESS_LOGGER)
 log = get_logger("errors")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -75,7 +76,7 @@ class RequestContextMiddleware:
                 except ValueError:
                     declared_length = -1
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = new_id()
         state = request_state(scope)
         state[STATE_REQUEST_ID] = request_id
         request_id_header = (b"x-request-id", request_id.encode("latin-1"))
@@ -153,9 +154,12 @@ class RequestContextMiddleware:
         probe = scope["path"] in _PROBE_PATHS
         if self.metrics is not None and not probe:
             self.metrics.observe_request(template, method, status, elapsed)
+        level = 10 if probe else 20  # DEBUG for probes, INFO otherwise
+        if not access_log.isEnabledFor(level):
+            return
         principal = scope.get("state", {}).get(STATE_PRINCIPAL)
         access_log.log(
-            10 if probe else 20,  # DEBUG for probes, INFO otherwise
+            level,
             "request",
             extra={
                 "request_id": request_id,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from app.auth import Principal
 from app.errors import InvalidRequest, OrchestratorError
+from app.ids import new_id
 from app.observability.logging import get_logger
 from app.orchestrator.sse import DONE, ChunkWriter
 from app.policies import PolicySnapshot
@@ -60,7 +60,7 @@ class Decisions:
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex
+    return "chatcmpl-" + new_id()
 
 
 MODELS_CACHE_SECONDS = 10.0  # /v1/models asks the upstream at most this often
@@ -116,11 +116,15 @@ class Orchestrator:
         )
 
     def _open_trace(self, chat: ChatCompletionRequest, ctx: CallContext) -> Trace:
-        trace = self.tracer.begin(
-            route=ctx.route, request_id=ctx.request_id, principal=ctx.principal.id, stream=chat.stream
+        # The policy snapshot hash rides on the request step: one row less per request. (A tool
+        # execution records its own `policy_snapshot` step with the decision.)
+        return self.tracer.begin(
+            route=ctx.route,
+            request_id=ctx.request_id,
+            principal=ctx.principal.id,
+            stream=chat.stream,
+            extra={"policy_hash": self.policies.loaded_hash},
         )
-        trace.step("policy_snapshot", {"policy_hash": self.policies.loaded_hash})
-        return trace
 
     @staticmethod
     def _failed(trace: Trace, error: BaseException) -> None:
@@ -222,6 +226,7 @@ class Orchestrator:
             trace.end()
             raise
         first_piece_ms = round((time.perf_counter() - started) * 1000, 3)
+        trace.flush()  # a stream may run for minutes: commit how it started now
         writer = ChunkWriter(new_completion_id(), int(time.time()), request.model)
         relay = _Relay(request=request, trace=trace, started=started, first_piece_ms=first_piece_ms)
         return self._relay(writer, first, pieces, relay, Decisions(request_id=trace.id))

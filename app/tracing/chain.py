@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 GENESIS = "0" * 64
+_PLAIN = re.compile(r"[A-Za-z0-9:.+\-]*")  # strings JSON encodes as themselves
 
 
 def canonical(obj: Any) -> str:
@@ -39,6 +41,13 @@ def step_canonical(trace_id: str, seq: int, step_type: str, created_at: str, pay
 
 
 def ledger_canonical(seq: int, trace_id: str, head_hash: str, step_count: int, created_at: str) -> str:
+    if all(_PLAIN.fullmatch(v) for v in (created_at, head_hash, trace_id)):
+        # The same bytes canonical() would produce, without a JSON encoder: ids, hex hashes and
+        # ISO times need no escaping. (One ledger entry per request: this is on the writer's path.)
+        return (
+            f'{{"created_at":"{created_at}","head_hash":"{head_hash}","seq":{seq},'
+            f'"step_count":{step_count},"trace_id":"{trace_id}"}}'
+        )
     return canonical(
         {"created_at": created_at, "head_hash": head_hash, "seq": seq, "step_count": step_count, "trace_id": trace_id}
     )

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.db.connection import Database, Row
 from app.db.migrations import Migration, migrate
@@ -18,14 +16,14 @@ MIGRATIONS = (
         1,
         "traces, steps and ledger",
         sqlite=(
+            # WITHOUT ROWID: keyed by its (time-ordered) id alone, one B-tree per insert instead of two.
             "CREATE TABLE IF NOT EXISTS traces (id TEXT PRIMARY KEY, created_at TEXT NOT NULL,"
             " metadata_json TEXT NOT NULL, principal TEXT, request_id TEXT, finished_at TEXT,"
-            " step_count INTEGER, head_hash TEXT, ledger_seq INTEGER)",
+            " step_count INTEGER, head_hash TEXT, ledger_seq INTEGER) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS trace_steps (id INTEGER PRIMARY KEY AUTOINCREMENT, trace_id TEXT NOT NULL,"
             " seq INTEGER NOT NULL, step_type TEXT NOT NULL, step_json TEXT NOT NULL, created_at TEXT NOT NULL,"
             " prev_hash TEXT NOT NULL, step_hash TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS trace_steps_by_trace ON trace_steps (trace_id, seq)",
-            "CREATE INDEX IF NOT EXISTS trace_steps_by_type ON trace_steps (step_type, id)",
             "CREATE TABLE IF NOT EXISTS trace_ledger (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL,"
             " head_hash TEXT NOT NULL, step_count INTEGER NOT NULL, created_at TEXT NOT NULL,"
             " prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL)",
@@ -39,7 +37,6 @@ MIGRATIONS = (
             " seq INTEGER NOT NULL, step_type TEXT NOT NULL, step_json TEXT NOT NULL, created_at TEXT NOT NULL,"
             " prev_hash TEXT NOT NULL, step_hash TEXT NOT NULL)",
             "CREATE INDEX IF NOT EXISTS trace_steps_by_trace ON trace_steps (trace_id, seq)",
-            "CREATE INDEX IF NOT EXISTS trace_steps_by_type ON trace_steps (step_type, id)",
             "CREATE TABLE IF NOT EXISTS trace_ledger (seq BIGINT PRIMARY KEY, trace_id TEXT NOT NULL,"
             " head_hash TEXT NOT NULL, step_count INTEGER NOT NULL, created_at TEXT NOT NULL,"
             " prev_hash TEXT NOT NULL, entry_hash TEXT NOT NULL)",
@@ -49,17 +46,25 @@ MIGRATIONS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TraceRow:
+class Finish(NamedTuple):
+    trace_id: str
+    step_count: int
+    head_hash: str
+    finished_at: str
+
+
+class TraceRow(NamedTuple):
     id: str
     created_at: str
     metadata_json: str
     principal: str | None
     request_id: str | None
+    finish: Finish | None = None  # set when the trace also ended in this batch
 
 
-@dataclass(frozen=True, slots=True)
-class StepRow:
+class StepRow(NamedTuple):
+    """A ``trace_steps`` row, in the column order of the INSERT (so it is passed as is)."""
+
     trace_id: str
     seq: int
     step_type: str
@@ -69,12 +74,18 @@ class StepRow:
     step_hash: str
 
 
-@dataclass(frozen=True, slots=True)
-class Finish:
-    trace_id: str
-    step_count: int
-    head_hash: str
-    finished_at: str
+_TRACE_COLUMNS = (
+    "id",
+    "created_at",
+    "metadata_json",
+    "principal",
+    "request_id",
+    "finished_at",
+    "step_count",
+    "head_hash",
+    "ledger_seq",
+)
+_LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
 
 
 class TraceStore:
@@ -89,47 +100,59 @@ class TraceStore:
     ) -> None:
         """One transaction: new traces, their steps, and the ledger entries of finished traces."""
         async with self.db.transaction() as tx:
-            if self.db.dialect == "postgres" and finishes:
-                # Replicas append to one ledger: serialise appends (released at commit).
-                await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
+            ledger: dict[str, tuple[Any, ...]] = {}
+            if finishes:
+                if self.db.dialect == "postgres":
+                    # Replicas append to one ledger: serialise appends (released at commit).
+                    await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
+                head = await tx.fetch_one("SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1")
+                seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
+                for finish in finishes:
+                    seq += 1
+                    created = finish.finished_at
+                    entry_hash = link(
+                        prev, ledger_canonical(seq, finish.trace_id, finish.head_hash, finish.step_count, created)
+                    )
+                    ledger[finish.trace_id] = (
+                        seq,
+                        finish.trace_id,
+                        finish.head_hash,
+                        finish.step_count,
+                        created,
+                        prev,
+                        entry_hash,
+                    )
+                    prev = entry_hash
             if traces:
-                await tx.executemany(
-                    "INSERT INTO traces (id, created_at, metadata_json, principal, request_id)"
-                    " VALUES ($1, $2, $3, $4, $5)",
-                    [(t.id, t.created_at, t.metadata_json, t.principal, t.request_id) for t in traces],
-                )
+                rows = []
+                for t in traces:
+                    f, entry = t.finish, ledger.get(t.id)
+                    rows.append(
+                        (
+                            t.id,
+                            t.created_at,
+                            t.metadata_json,
+                            t.principal,
+                            t.request_id,
+                            f.finished_at if f else None,
+                            f.step_count if f else None,
+                            f.head_hash if f else None,
+                            entry[0] if entry else None,
+                        )
+                    )
+                await tx.insert_rows("traces", _TRACE_COLUMNS, rows)
             if steps:
-                await tx.executemany(
-                    "INSERT INTO trace_steps (trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    [
-                        (s.trace_id, s.seq, s.step_type, s.step_json, s.created_at, s.prev_hash, s.step_hash)
-                        for s in steps
-                    ],
-                )
-            if not finishes:
-                return
-            head = await tx.fetch_one("SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1")
-            seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
-            entries, updates = [], []
-            for finish in finishes:
-                seq += 1
-                created = datetime.now(UTC).isoformat()
-                entry_hash = link(
-                    prev, ledger_canonical(seq, finish.trace_id, finish.head_hash, finish.step_count, created)
-                )
-                entries.append((seq, finish.trace_id, finish.head_hash, finish.step_count, created, prev, entry_hash))
-                updates.append((finish.finished_at, finish.step_count, finish.head_hash, seq, finish.trace_id))
-                prev = entry_hash
-            await tx.executemany(
-                "INSERT INTO trace_ledger (seq, trace_id, head_hash, step_count, created_at, prev_hash, entry_hash)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                entries,
-            )
-            await tx.executemany(
-                "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4 WHERE id = $5",
-                updates,
-            )
+                await tx.insert_rows("trace_steps", StepRow._fields, steps)
+            if ledger:
+                await tx.insert_rows("trace_ledger", _LEDGER_COLUMNS, list(ledger.values()))
+                inserted = {t.id for t in traces}
+                later = [f for f in finishes if f.trace_id not in inserted]  # traces begun in an earlier batch
+                if later:
+                    await tx.executemany(
+                        "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4"
+                        " WHERE id = $5",
+                        [(f.finished_at, f.step_count, f.head_hash, ledger[f.trace_id][0], f.trace_id) for f in later],
+                    )
 
     async def trace(self, trace_id: str) -> Row | None:
         return await self.db.fetch_one("SELECT * FROM traces WHERE id = $1", trace_id)

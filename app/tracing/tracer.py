@@ -1,91 +1,91 @@
 """The tracer: every decision becomes a receipt, written off the request's hot path.
 
-Request code calls :meth:`Tracer.begin` and then ``trace.step(type, payload)`` / ``trace.end()``:
-each is one ``put_nowait`` on a bounded queue. One writer task takes what accumulated during
-``ORCH_TRACE_FLUSH_INTERVAL_MS``, redacts it, chains it (sequence numbers and hashes are computed
-here, at write time, in queue order) and commits it in one transaction (group commit). A crash
-loses at most the last interval; shutdown drains the queue. A failed write is retried, then
-logged and counted; it never fails a request.
+Request code calls :meth:`Tracer.begin`, then ``trace.step(type, payload)`` and ``trace.end()``.
+Steps collect in the trace itself (a list append); ``end()`` hands the whole trace to the writer
+in one append to a bounded in-memory queue. A long-lived trace (a stream) hands over what it has
+with ``trace.flush()`` so that its start is committed early.
+
+One writer task takes what accumulated during ``ORCH_TRACE_FLUSH_INTERVAL_MS``, redacts it,
+chains it (sequence numbers and hashes are computed here, at write time, in queue order) and
+commits it in one transaction (group commit). A crash loses at most the last interval; shutdown
+drains the queue. A failed write is retried, then logged and counted; it never fails a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from app.ids import new_time_uuid
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.scrub import redact
+from app.scrub import scrub
+from app.timefmt import iso_now, iso_utc
 from app.tracing.chain import GENESIS, link
 from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 
 log = get_logger("tracing")
 
-MAX_BATCH_EVENTS = 5000  # one transaction never grows past this
+MAX_BATCH_TRACES = 5000  # one transaction never grows past this many trace records
 WRITE_ATTEMPTS = 3  # a batch is tried this often before it is dropped (and counted)
 STORED_VALUE_MAX_CHARS = 4000  # receipts record decisions, not documents: long strings are capped
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 @dataclass(slots=True)
 class _Begin:
-    trace_id: str
-    created_at: str
+    created_at: float
     metadata: dict[str, Any]
-    principal: str | None
-    request_id: str | None
+    principal: str
+    request_id: str
 
 
 @dataclass(slots=True)
-class _Step:
+class _Record:
+    """What a trace hands to the writer: its start (first hand-over only), steps, and whether it ended."""
+
     trace_id: str
-    step_type: str
-    created_at: str
-    payload: dict[str, Any]
+    begin: _Begin | None
+    steps: list[tuple[str, float, dict[str, Any]]]  # (step_type, time.time(), payload)
+    ended: bool
 
 
-@dataclass(slots=True)
-class _End:
-    trace_id: str
-
-
-@dataclass(slots=True)
-class _Flush:
-    """Resolved by the writer once everything queued before it is committed."""
-
-    done: asyncio.Future[None]
-
-
-_Event = _Begin | _Step | _End | _Flush
+@functools.lru_cache(maxsize=256)
+def _encoded(step_type: str) -> bytes:
+    return orjson.dumps(step_type)
 
 
 class Trace:
     """One request's receipt. ``id`` is the server-generated trace id returned as ``request_id``."""
 
-    __slots__ = ("_ended", "_tracer", "id")
+    __slots__ = ("_begin", "_steps", "_tracer", "id")
 
-    def __init__(self, tracer: Tracer | None, trace_id: str) -> None:
+    def __init__(self, tracer: Tracer | None, trace_id: str, begin: _Begin | None = None) -> None:
         self._tracer = tracer
         self.id = trace_id
-        self._ended = False
+        self._begin = begin
+        self._steps: list[tuple[str, float, dict[str, Any]]] = []
 
     def step(self, step_type: str, payload: dict[str, Any]) -> None:
-        if self._tracer is not None and not self._ended:
-            self._tracer.put(_Step(self.id, step_type, _now(), payload))
+        if self._tracer is not None:
+            self._steps.append((step_type, time.time(), payload))
+
+    def flush(self) -> None:
+        """Hand what the trace has so far to the writer (long-lived traces: streams)."""
+        if self._tracer is not None and (self._steps or self._begin):
+            self._tracer.put(_Record(self.id, self._begin, self._steps, ended=False))
+            self._begin, self._steps = None, []
 
     def end(self) -> None:
-        if self._tracer is not None and not self._ended:
-            self._ended = True
-            self._tracer.put(_End(self.id))
+        if self._tracer is not None:
+            self._tracer.put(_Record(self.id, self._begin, self._steps, ended=True))
+            self._tracer = None  # steps after the end are ignored
 
 
 @dataclass(slots=True)
@@ -115,22 +115,26 @@ class Tracer:
         self.enabled = store is not None
         self.redact_pii = redact_pii
         self.flush_interval = flush_interval
-        self._queue: asyncio.Queue[_Event | None] = asyncio.Queue(maxsize=queue_max)
+        self.queue_max = queue_max
+        self._queue: deque[_Record] = deque()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._waiters: list[asyncio.Future[None]] = []
         self._chains: dict[str, _Chain] = {}
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
         self.steps_written = metrics.counter("orch_trace_steps_written_total", "Receipt steps committed.")
         self.write_errors = metrics.counter("orch_trace_write_errors_total", "Receipt batches that failed to commit.")
         self.dropped = metrics.counter(
-            "orch_trace_dropped_total", "Receipt events dropped (queue full or batch failed).", ("reason",)
+            "orch_trace_dropped_total", "Receipt records dropped (queue full or batch failed).", ("reason",)
         )
         self.batch_seconds = metrics.histogram(
             "orch_trace_batch_seconds",
             "Time to commit one batch of receipts.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
         )
-        metrics.gauge("orch_trace_queue_depth", "Receipt events waiting for the writer.").set_function(
-            self._queue.qsize
+        metrics.gauge("orch_trace_queue_depth", "Receipt records waiting for the writer.").set_function(
+            lambda: len(self._queue)
         )
 
     # --- request side (hot path: no awaits, no I/O) ------------------------------------------
@@ -140,23 +144,24 @@ class Tracer:
         """Open a trace and record its ``request`` step. With tracing off the id is the request id."""
         if not self.enabled:
             return Trace(None, request_id)
-        trace = Trace(self, str(uuid.uuid4()))
         request = {"route": route, "stream": stream, "principal": principal, "request_id": request_id}
         if extra:
             request.update(extra)
-        self.put(_Begin(trace.id, _now(), request, principal, request_id))
+        trace = Trace(self, new_time_uuid(), _Begin(time.time(), request, principal, request_id))
         trace.step("request", request)
         return trace
 
-    def put(self, event: _Event) -> None:
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+    def put(self, record: _Record) -> None:
+        if len(self._queue) >= self.queue_max:
             self.dropped.labels("queue_full").inc()
             now = time.monotonic()
             if now - self._last_drop_log > 10:
                 self._last_drop_log = now
-                log.error("receipt queue full; dropping events (is the database slow or down?)")
+                log.error("receipt queue full; dropping records (is the database slow or down?)")
+            return
+        self._queue.append(record)
+        if not self._wake.is_set():
+            self._wake.set()
 
     # --- writer side -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,88 +172,81 @@ class Tracer:
         """Drain the queue and stop the writer."""
         if self._task is None:
             return
-        await self._queue.put(None)
+        self._stopping = True
+        self._wake.set()
         await self._task
         self._task = None
 
     async def flush(self) -> None:
-        """Wait until everything queued so far is committed (tests; exporting right after a request)."""
+        """Wait until everything handed over so far is committed (tests; export after a request)."""
         if self._task is None:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Flush(done))
+        self._waiters.append(done)
+        self._wake.set()
         await done
 
     async def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            batch: list[_Event] = []
-            if first is None:
-                stopping = True
-            else:
-                batch.append(first)
-                if not isinstance(first, _Flush):
-                    # Group commit: let the interval's worth of events gather, then take them all.
-                    await asyncio.sleep(self.flush_interval)
-            while len(batch) < MAX_BATCH_EVENTS:
-                try:
-                    event = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if event is None:
-                    stopping = True
-                    continue
-                batch.append(event)
-            waiters = [event.done for event in batch if isinstance(event, _Flush)]
-            try:
-                if len(waiters) < len(batch):
-                    await self._write(self._prepare(batch))
-            finally:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not (self._waiters or self._stopping):
+                # Group commit: let the interval's worth of records gather, then take them all.
+                await asyncio.sleep(self.flush_interval)
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH_TRACES))]
+                await self._write(self._prepare(batch))
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            if self._stopping:
+                return
 
-    def _prepare(self, batch: list[_Event]) -> _Prepared:
+    def _payload_json(self, value: dict[str, Any]) -> bytes:
+        """The payload as canonical JSON, redacted (and capped) before anything is stored."""
+        cleaned = scrub(value, pii=self.redact_pii, max_chars=STORED_VALUE_MAX_CHARS)
+        return orjson.dumps(cleaned, option=_CANONICAL, default=str)
+
+    def _prepare(self, batch: list[_Record]) -> _Prepared:
         prepared = _Prepared()
-        pii = self.redact_pii
-        for event in batch:
-            if isinstance(event, _Step):
-                chain = self._chains.setdefault(event.trace_id, _Chain())
+        for record in batch:
+            trace_id = record.trace_id
+            chain = self._chains.pop(trace_id, None) or _Chain()
+            request_json = None
+            for step_type, at, raw in record.steps:
                 chain.seq += 1
-                payload, _ = redact(event.payload, pii=pii, max_chars=STORED_VALUE_MAX_CHARS)
-                text = orjson.dumps(
-                    {
-                        "created_at": event.created_at,
-                        "payload": payload,
-                        "seq": chain.seq,
-                        "step_type": event.step_type,
-                        "trace_id": event.trace_id,
-                    },
-                    option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
-                    default=str,
+                created_at = iso_utc(at)
+                payload = self._payload_json(raw)
+                if record.begin is not None and raw is record.begin.metadata:
+                    request_json = payload  # the request step doubles as the trace's metadata
+                # The canonical step, keys in sorted order, assembled around the payload's bytes
+                # (created_at is an ISO time and trace_id a UUID: neither needs JSON escaping).
+                text = (
+                    b'{"created_at":"%s","payload":%s,"seq":%d,"step_type":%s,"trace_id":"%s"}'
+                    % (created_at.encode(), payload, chain.seq, _encoded(step_type), trace_id.encode())
                 ).decode()
                 step_hash = link(chain.prev, text)
-                prepared.steps.append(
-                    StepRow(event.trace_id, chain.seq, event.step_type, text, event.created_at, chain.prev, step_hash)
-                )
+                prepared.steps.append(StepRow(trace_id, chain.seq, step_type, text, created_at, chain.prev, step_hash))
                 chain.prev = step_hash
-            elif isinstance(event, _Begin):
-                self._chains[event.trace_id] = _Chain()
-                metadata, _ = redact(event.metadata, pii=pii, max_chars=STORED_VALUE_MAX_CHARS)
+            finish = Finish(trace_id, chain.seq, chain.prev, iso_now()) if record.ended and chain.seq else None
+            if record.begin is not None:
+                begin = record.begin
+                metadata = request_json if request_json is not None else self._payload_json(begin.metadata)
                 prepared.traces.append(
                     TraceRow(
-                        event.trace_id,
-                        event.created_at,
-                        orjson.dumps(metadata, option=orjson.OPT_SORT_KEYS, default=str).decode(),
-                        event.principal,
-                        event.request_id,
+                        trace_id,
+                        iso_utc(begin.created_at),
+                        metadata.decode(),
+                        begin.principal,
+                        begin.request_id,
+                        finish,  # begun and ended in one hand-over: one INSERT, no UPDATE
                     )
                 )
-            elif isinstance(event, _End):
-                ended = self._chains.pop(event.trace_id, None)
-                if ended is not None and ended.seq:
-                    prepared.finishes.append(Finish(event.trace_id, ended.seq, ended.prev, _now()))
+            if finish is not None:
+                prepared.finishes.append(finish)
+            elif not record.ended:
+                self._chains[trace_id] = chain  # more to come
         return prepared
 
     async def _write(self, prepared: _Prepared) -> None:
@@ -269,4 +267,4 @@ class Tracer:
             self.batch_seconds.observe(time.perf_counter() - started)
             self.steps_written.inc(len(prepared.steps))
             return
-        self.dropped.labels("write_failed").inc(len(prepared.steps) + len(prepared.traces) + len(prepared.finishes))
+        self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))

@@ -244,8 +244,13 @@ class TrustService:
     async def audit(self, trace_id: str) -> dict[str, Any]:
         """Was this trace served under the policy files that are on disk now?"""
         _, steps, _ = await self._load(trace_id)
-        policy_steps = [orjson.loads(row["step_json"]) for row in steps if row["step_type"] == "policy_snapshot"]
-        recorded = policy_steps[-1]["payload"].get("policy_hash") if policy_steps else None
+        # The hash in force is on the request step and on every policy_snapshot step (tool runs).
+        policy_steps = [
+            body
+            for body in (orjson.loads(row["step_json"]) for row in steps)
+            if isinstance(body.get("payload"), dict) and "policy_hash" in body["payload"]
+        ]
+        recorded = policy_steps[-1]["payload"]["policy_hash"] if policy_steps else None
         current = self.policies.current_hash()
         return {
             "trace_id": check_trace_id(trace_id),

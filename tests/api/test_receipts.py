@@ -52,11 +52,12 @@ async def test_a_chat_leaves_an_ordered_chained_receipt(app_factory: Callable[..
     async with panel(app_factory, backend) as (client, state):
         trace_id = await chat(client, state, **{"X-Request-ID": "caller-req-7"})
         report = (await client.get(f"/v1/trust/trace/{trace_id}")).json()
-    assert [s["step_type"] for s in report["steps"]] == ["request", "policy_snapshot", "llm_provider"]
-    assert [s["seq"] for s in report["steps"]] == [1, 2, 3]
-    request, policy, provider = (s["payload"] for s in report["steps"])
+    assert [s["step_type"] for s in report["steps"]] == ["request", "llm_provider"]
+    assert [s["seq"] for s in report["steps"]] == [1, 2]
+    request, provider = (s["payload"] for s in report["steps"])
+    policy_hash = request.pop("policy_hash")
     assert request == {"route": CHAT, "stream": False, "principal": "owner", "request_id": "caller-req-7"}
-    assert len(policy["policy_hash"]) == 64
+    assert len(policy_hash) == 64
     assert provider["provider"] == "demo" and provider["attempts"] == 1 and provider["truncated"] is False
     assert provider["latency_ms"] >= 0 and provider["usage"]["total_tokens"] > 0
     # the chain, computed when written
@@ -72,7 +73,7 @@ async def test_verify_intact_match_and_mismatch(app_factory: Callable[..., FastA
     async with panel(app_factory, backend) as (client, state):
         trace_id = await chat(client, state)
         intact = await verify(client, trace_id)
-        assert intact["verified"] and intact["reason"] == "intact" and intact["step_count"] == 3
+        assert intact["verified"] and intact["reason"] == "intact" and intact["step_count"] == 2
         match = await verify(client, trace_id, expected_hash=intact["head_hash"])
         assert match["verified"] and match["reason"] == "match"
         mismatch = await verify(client, trace_id, expected_hash="ab" * 32)
@@ -100,21 +101,21 @@ async def test_edited_payload_is_detected(app_factory: Callable[..., FastAPI], b
         backend,
         [
             (
-                "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1 AND seq = 3",
+                "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1 AND seq = 2",
                 ("$TRACE",),
             )
         ],
     )
-    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 3
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 2
 
 
 async def test_edited_column_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
     result = await tamper_and_verify(
         app_factory,
         backend,
-        [("UPDATE trace_steps SET step_type = 'innocent' WHERE trace_id = $1 AND seq = 2", ("$TRACE",))],
+        [("UPDATE trace_steps SET step_type = 'innocent' WHERE trace_id = $1 AND seq = 1", ("$TRACE",))],
     )
-    assert not result["verified"] and result["broken_at"] == 2
+    assert not result["verified"] and result["broken_at"] == 1
 
 
 async def test_deleted_step_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
@@ -122,10 +123,10 @@ async def test_deleted_step_is_detected(app_factory: Callable[..., FastAPI], bac
         app_factory,
         backend,
         [
-            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
+            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 1", ("$TRACE",)),
         ],
     )
-    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 2
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 1
 
 
 async def test_reordered_steps_are_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
@@ -133,12 +134,12 @@ async def test_reordered_steps_are_detected(app_factory: Callable[..., FastAPI],
         app_factory,
         backend,
         [
-            ("UPDATE trace_steps SET seq = 99 WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
-            ("UPDATE trace_steps SET seq = 2 WHERE trace_id = $1 AND seq = 3", ("$TRACE",)),
-            ("UPDATE trace_steps SET seq = 3 WHERE trace_id = $1 AND seq = 99", ("$TRACE",)),
+            ("UPDATE trace_steps SET seq = 99 WHERE trace_id = $1 AND seq = 1", ("$TRACE",)),
+            ("UPDATE trace_steps SET seq = 1 WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
+            ("UPDATE trace_steps SET seq = 2 WHERE trace_id = $1 AND seq = 99", ("$TRACE",)),
         ],
     )
-    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 2
+    assert not result["verified"] and result["reason"] == "chain_broken" and result["broken_at"] == 1
 
 
 async def test_inserted_step_is_detected(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
@@ -180,7 +181,7 @@ async def test_truncated_tail_is_detected(app_factory: Callable[..., FastAPI], b
         app_factory,
         backend,
         [
-            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 3", ("$TRACE",)),
+            ("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", ("$TRACE",)),
         ],
     )
     assert not result["verified"] and result["reason"] == "chain_broken" and "truncated" in result["detail"]
@@ -191,10 +192,10 @@ async def test_truncated_tail_with_forged_head_is_caught_by_the_ledger(
 ) -> None:
     async with panel(app_factory, backend) as (client, state):
         trace_id = await chat(client, state)
-        [second] = await backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 2", trace_id)
-        await backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 3", trace_id)
+        [first] = await backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 1", trace_id)
+        await backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", trace_id)
         await backend.execute(
-            "UPDATE traces SET step_count = 2, head_hash = $1 WHERE id = $2", second["step_hash"], trace_id
+            "UPDATE traces SET step_count = 1, head_hash = $1 WHERE id = $2", first["step_hash"], trace_id
         )
         result = await verify(client, trace_id)
     assert not result["verified"] and result["reason"] == "ledger_mismatch"
@@ -240,10 +241,10 @@ async def test_events_filters_limits_and_bad_input(app_factory: Callable[..., Fa
         second = await chat(client, state)
         events = (await client.get("/v1/trust/events", params={"limit": 2})).json()
         assert events["count"] == 2 and events["truncated"] is True and events["limit"] == 2
-        assert [e["step_type"] for e in events["events"]] == ["llm_provider", "policy_snapshot"]
+        assert [e["step_type"] for e in events["events"]] == ["llm_provider", "request"]
         assert events["events"][0]["trace_id"] == second  # newest first
         clamped = (await client.get("/v1/trust/events", params={"limit": 1000})).json()
-        assert clamped["limit"] == 4 and clamped["count"] == 4
+        assert clamped["limit"] == 4 and clamped["count"] == 4 and clamped["truncated"] is False
         only = await client.get("/v1/trust/events", params={"step_type": "request,llm_provider", "trace_id": first})
         assert [e["step_type"] for e in only.json()["events"]] == ["llm_provider", "request"]
         for bad in ({"limit": "abc"}, {"limit": -1}, {"limit": 0}):
@@ -301,7 +302,7 @@ async def test_audit_verify_compares_the_recorded_policy_with_the_files_on_disk(
         audit = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
         assert audit["valid"] is True
         assert audit["policy_hash_trace"] == audit["policy_hash_current"] == audit["policy_hash_loaded"]
-        assert audit["policy_steps"][0]["step_type"] == "policy_snapshot"
+        assert audit["policy_steps"][0]["step_type"] == "request"
         policy.write_text("rules: [changed]\n")
         drifted = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
         assert drifted["valid"] is False and drifted["policy_hash_current"] != drifted["policy_hash_trace"]
@@ -329,7 +330,7 @@ async def test_exported_bundles_verify_offline(
         await chat(client, state)
         bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
         ledger = (await client.get("/v1/trust/ledger")).json()
-    assert bundle["format"] == "orchestrators.receipt.v1" and len(bundle["steps"]) == 3
+    assert bundle["format"] == "orchestrators.receipt.v1" and len(bundle["steps"]) == 2
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
     good = run_verifier(path)
@@ -338,10 +339,10 @@ async def test_exported_bundles_verify_offline(
     assert run_verifier(path, "--expected-head", head).returncode == 0
     assert run_verifier(path, "--expected-head", "0" * 64).returncode == 1
     forged = json.loads(path.read_text())
-    forged["steps"][2]["step_json"] = forged["steps"][2]["step_json"].replace("demo", "evil")
+    forged["steps"][1]["step_json"] = forged["steps"][1]["step_json"].replace("demo", "evil")
     path.write_text(json.dumps(forged))
     bad = run_verifier(path)
-    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stdout and "at 3" in bad.stdout
+    assert bad.returncode == 1 and "NOT VERIFIED" in bad.stdout and "at 2" in bad.stdout
     ledger_path = tmp_path / "ledger.json"
     ledger_path.write_text(json.dumps(ledger))
     assert len(ledger["entries"]) == 2 and run_verifier(ledger_path).returncode == 0
