@@ -1,17 +1,21 @@
 """The chat pipeline: from a validated request to a completion, whole or streamed.
 
-Routers call one method here. The pipeline owns ids, model selection, the wire shapes and the
-orchestrator fields (``request_id``, ``memory_decision``, ``route_decision``, ``model_decision``,
-``tool_result``); the provider only answers.
+Routers call one method here. A request becomes a :class:`Turn`; the configured :class:`Stage`s
+run in order (the memory gate, routing, agents ...), each reading and changing the turn: the
+messages the model will see, the model, the decision fields, or a ready answer that skips the
+model. Then the :class:`Generator` produces the answer (the provider, wrapped by the tool loop
+when tools are on). The pipeline owns ids, the wire shapes and the orchestrator fields
+(``request_id``, ``memory_decision``, ``route_decision``, ``model_decision``, ``tool_result``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from app.auth import Principal
 from app.errors import InvalidRequest, OrchestratorError
@@ -19,7 +23,7 @@ from app.ids import new_id
 from app.observability.logging import get_logger
 from app.orchestrator.sse import DONE, ChunkWriter
 from app.policies import PolicySnapshot
-from app.providers.base import LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
+from app.providers.base import Completion, LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
 from app.schemas.chat import ChatCompletionRequest
 from app.tracing.tracer import Trace, Tracer
 
@@ -27,6 +31,7 @@ log = get_logger("orchestrator")
 
 # Request fields the gateway consumes itself; everything else is forwarded to the provider.
 _GATEWAY_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
+_WORDS = re.compile(r"\S+\s*|\s+")  # a ready answer is streamed word by word
 
 
 @dataclass(slots=True)
@@ -37,6 +42,8 @@ class CallContext:
     request_id: str  # the caller's X-Request-ID (sanitised) or a generated one
     route: str
     conversation_id: str | None = None
+    agent: str | None = None  # set by the agent chat route
+    debug: bool = False  # ?debug=1: expose decision details
 
 
 @dataclass(slots=True)
@@ -48,15 +55,66 @@ class Decisions:
     route_decision: dict[str, Any] | None = None
     model_decision: dict[str, Any] | None = None
     tool_result: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. "agent", "intent_decision"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        fields = {
             "request_id": self.request_id,
             "memory_decision": self.memory_decision,
             "route_decision": self.route_decision,
             "model_decision": self.model_decision,
             "tool_result": self.tool_result,
         }
+        if self.extra:
+            fields.update(self.extra)
+        return fields
+
+
+@dataclass(slots=True)
+class Turn:
+    """One chat request on its way through the pipeline. Stages read and change it."""
+
+    chat: ChatCompletionRequest
+    ctx: CallContext
+    trace: Trace
+    request: ProviderRequest  # what the model will be asked; stages may replace its messages or model
+    decisions: Decisions
+    answer: str | None = None  # set by a stage that answers without the model (a tool route, a hold)
+
+    @property
+    def stream(self) -> bool:
+        return self.chat.stream
+
+
+class Stage(Protocol):
+    """One step before generation (memory gate, routing, agent prompt ...)."""
+
+    name: str
+
+    async def run(self, turn: Turn) -> None:
+        """Read and change ``turn``; set ``turn.answer`` to answer without the model."""
+        ...
+
+
+class Generator(Protocol):
+    """Produces the answer of a turn: the provider, possibly wrapped (the tool loop)."""
+
+    async def complete(self, turn: Turn) -> Completion: ...
+
+    def stream(self, turn: Turn) -> AsyncIterator[StreamDelta]: ...
+
+
+class ProviderGenerator:
+    """The plain generator: ask the provider once."""
+
+    def __init__(self, provider: LLMProvider) -> None:
+        self.provider = provider
+
+    async def complete(self, turn: Turn) -> Completion:
+        return await self.provider.complete(turn.request)
+
+    def stream(self, turn: Turn) -> AsyncIterator[StreamDelta]:
+        return self.provider.stream(turn.request)
 
 
 def new_completion_id() -> str:
@@ -67,7 +125,7 @@ MODELS_CACHE_SECONDS = 10.0  # /v1/models asks the upstream at most this often
 
 
 class Orchestrator:
-    """Runs chat requests against the configured provider."""
+    """Runs chat requests through the stages and the generator."""
 
     def __init__(
         self,
@@ -78,6 +136,8 @@ class Orchestrator:
         tracer: Tracer,
         policies: PolicySnapshot,
         max_output_chars: int = 0,
+        stages: Sequence[Stage] = (),
+        generator: Generator | None = None,
     ) -> None:
         self.provider = provider
         self.tracer = tracer
@@ -85,6 +145,8 @@ class Orchestrator:
         self.default_model = default_model
         self.model_allowlist = frozenset(model_allowlist)
         self.max_output_chars = max_output_chars  # <= 0: unlimited
+        self.stages = list(stages)
+        self.generator: Generator = generator or ProviderGenerator(provider)
         self._models: list[ModelCard] | None = None
         self._models_at = 0.0
 
@@ -96,35 +158,46 @@ class Orchestrator:
             self._models_at = now
         return self._models
 
-    def _resolve_model(self, requested: str | None) -> str:
-        if requested and self.model_allowlist and requested not in self.model_allowlist:
+    def check_model(self, requested: str) -> str:
+        if self.model_allowlist and requested not in self.model_allowlist:
             raise InvalidRequest(
                 f"The model '{requested}' is not allowed here (ORCH_LLM_MODEL_ALLOWLIST).",
                 param="model",
                 code="model_not_allowed",
             )
-        return requested or self.default_model
-
-    def _provider_request(self, chat: ChatCompletionRequest, raw: dict[str, Any]) -> ProviderRequest:
-        options = {key: value for key, value in raw.items() if key not in _GATEWAY_FIELDS}
-        include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
-        return ProviderRequest(
-            model=self._resolve_model(chat.model),
-            messages=raw["messages"],
-            options=options,
-            include_usage=include_usage,
-        )
+        return requested
 
     def _open_trace(self, chat: ChatCompletionRequest, ctx: CallContext) -> Trace:
         # The policy snapshot hash rides on the request step: one row less per request. (A tool
         # execution records its own `policy_snapshot` step with the decision.)
+        extra: dict[str, Any] = {"policy_hash": self.policies.loaded_hash}
+        if ctx.agent:
+            extra["agent"] = ctx.agent
         return self.tracer.begin(
-            route=ctx.route,
-            request_id=ctx.request_id,
-            principal=ctx.principal.id,
-            stream=chat.stream,
-            extra={"policy_hash": self.policies.loaded_hash},
+            route=ctx.route, request_id=ctx.request_id, principal=ctx.principal.id, stream=chat.stream, extra=extra
         )
+
+    async def _prepare(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> Turn:
+        """Open the receipt and run the stages. On failure the receipt records it and ends."""
+        trace = self._open_trace(chat, ctx)
+        try:
+            options = {key: value for key, value in raw.items() if key not in _GATEWAY_FIELDS}
+            request = ProviderRequest(
+                model=self.check_model(chat.model) if chat.model else self.default_model,
+                messages=raw["messages"],
+                options=options,
+                include_usage=bool(chat.stream_options and chat.stream_options.include_usage),
+            )
+            turn = Turn(chat=chat, ctx=ctx, trace=trace, request=request, decisions=Decisions(request_id=trace.id))
+            for stage in self.stages:
+                await stage.run(turn)
+                if turn.answer is not None:
+                    break
+        except BaseException as exc:
+            self._failed(trace, exc)
+            trace.end()
+            raise
+        return turn
 
     @staticmethod
     def _failed(trace: Trace, error: BaseException) -> None:
@@ -164,30 +237,31 @@ class Orchestrator:
 
     async def complete(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Answer in one piece: a ``chat.completion`` with the orchestrator fields."""
-        trace = self._open_trace(chat, ctx)
+        turn = await self._prepare(chat, raw, ctx)
+        trace, request = turn.trace, turn.request
         try:
-            request = self._provider_request(chat, raw)
-            decisions = Decisions(request_id=trace.id)
-            started = time.perf_counter()
-            completion = await self.provider.complete(request)
-            cap = self.max_output_chars
-            truncated = cap > 0 and completion.content is not None and len(completion.content) > cap
-            if truncated and completion.content is not None:
-                completion.content = completion.content[:cap]
-                completion.finish_reason = "length"
-            model = completion.model or request.model
-            trace.step(
-                "llm_provider",
-                self._provider_receipt(
-                    request,
-                    model=model,
-                    started=started,
-                    finish_reason=completion.finish_reason,
-                    truncated=truncated,
-                    usage=completion.usage,
-                    stream=False,
-                ),
-            )
+            if turn.answer is not None:
+                completion = Completion(content=turn.answer, model=request.model)
+            else:
+                started = time.perf_counter()
+                completion = await self.generator.complete(turn)
+                cap = self.max_output_chars
+                truncated = cap > 0 and completion.content is not None and len(completion.content) > cap
+                if truncated and completion.content is not None:
+                    completion.content = completion.content[:cap]
+                    completion.finish_reason = "length"
+                trace.step(
+                    "llm_provider",
+                    self._provider_receipt(
+                        request,
+                        model=completion.model or request.model,
+                        started=started,
+                        finish_reason=completion.finish_reason,
+                        truncated=truncated,
+                        usage=completion.usage,
+                        stream=False,
+                    ),
+                )
         except BaseException as exc:
             self._failed(trace, exc)
             raise
@@ -200,10 +274,10 @@ class Orchestrator:
             "id": new_completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": model,
+            "model": completion.model or request.model,
             "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
             "usage": completion.usage.as_dict() if completion.usage else None,
-            **decisions.as_dict(),
+            **turn.decisions.as_dict(),
         }
 
     async def open_stream(
@@ -211,15 +285,19 @@ class Orchestrator:
     ) -> AsyncIterator[bytes]:
         """Start a streamed answer.
 
-        Everything that can fail before the first byte (validation, model choice, the provider's
-        first piece) fails here, so the caller still gets a real HTTP status. The returned
-        iterator yields SSE-encoded bytes and ends with ``[DONE]``.
+        Everything that can fail before the first byte (validation, the stages, model choice, the
+        provider's first piece) fails here, so the caller still gets a real HTTP status. The
+        returned iterator yields SSE-encoded bytes and ends with ``[DONE]``.
         """
-        trace = self._open_trace(chat, ctx)
+        turn = await self._prepare(chat, raw, ctx)
+        trace = turn.trace
+        writer = ChunkWriter(new_completion_id(), int(time.time()), turn.request.model)
+        if turn.answer is not None:
+            trace.end()
+            return self._relay_answer(writer, turn)
         try:
-            request = self._provider_request(chat, raw)
             started = time.perf_counter()
-            pieces = aiter(self.provider.stream(request))
+            pieces = aiter(self.generator.stream(turn))
             first = await anext(pieces, None)
         except BaseException as exc:
             self._failed(trace, exc)
@@ -227,9 +305,18 @@ class Orchestrator:
             raise
         first_piece_ms = round((time.perf_counter() - started) * 1000, 3)
         trace.flush()  # a stream may run for minutes: commit how it started now
-        writer = ChunkWriter(new_completion_id(), int(time.time()), request.model)
-        relay = _Relay(request=request, trace=trace, started=started, first_piece_ms=first_piece_ms)
-        return self._relay(writer, first, pieces, relay, Decisions(request_id=trace.id))
+        relay = _Relay(request=turn.request, trace=trace, started=started, first_piece_ms=first_piece_ms)
+        return self._relay(writer, first, pieces, relay, turn.decisions)
+
+    @staticmethod
+    async def _relay_answer(writer: ChunkWriter, turn: Turn) -> AsyncIterator[bytes]:
+        """Stream a ready answer (a stage answered without the model), word by word."""
+        extra: dict[str, Any] | None = turn.decisions.as_dict()
+        for word in _WORDS.findall(turn.answer or ""):
+            yield writer.delta(content=word, extra=extra)
+            extra = None
+        yield writer.delta(content="" if extra is not None else None, finish_reason="stop", extra=extra)
+        yield DONE
 
     async def _relay(
         self,

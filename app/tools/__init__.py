@@ -1,0 +1,1 @@
+"""Tools: the registry, built-ins, the tool policy, approvals and the sandbox."""
