@@ -80,6 +80,9 @@ class Turn:
     request: ProviderRequest  # what the model will be asked; stages may replace its messages or model
     decisions: Decisions
     answer: str | None = None  # set by a stage that answers without the model (a tool route, a hold)
+    # Tools the gateway itself runs when the model calls them (an agent's tools); the caller's own
+    # `tools` in the request are passed through to the caller untouched.
+    gateway_tools: list[str] = field(default_factory=list)
 
     @property
     def stream(self) -> bool:
