@@ -42,9 +42,13 @@ $(MODEL_STAMP): | $(BIN)/python
 	@touch $@
 
 # Everything the suite needs beyond Python packages (services it starts, binaries it builds):
-# llama.cpp's llama-server is built once from source and cached outside the checkout.
+# llama.cpp's llama-server is built once from source and cached outside the checkout; a Docker
+# engine is installed and started if missing, and the sandbox image (whose root filesystem the
+# service image reuses) is built offline once.
 test-deps: $(DEV_STAMP) $(MODEL_STAMP)
 	scripts/build_llama_server.sh >/dev/null
+	scripts/ensure_docker.sh
+	scripts/build_sandbox_image.sh >/dev/null
 
 test: test-deps
 	$(BIN)/python -m pytest
