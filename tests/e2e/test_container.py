@@ -29,7 +29,9 @@ def container() -> Iterator[str]:
     port = free_port()
     run = subprocess.run(
         ["docker", "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8088", "-e", f"ORCH_BEARER_TOKEN={TOKEN}", IMAGE],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     cid = run.stdout.strip()
     url = f"http://127.0.0.1:{port}"
