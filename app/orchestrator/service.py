@@ -329,80 +329,90 @@ class Orchestrator:
         relay: _Relay,
         decisions: Decisions,
     ) -> AsyncIterator[bytes]:
-        usage = None
-        finish: str | None = None
-        outcome = "completed"
-        truncated = False
         extra: dict[str, Any] | None = decisions.as_dict()  # orchestrator fields ride on the first chunk
         cap = self.max_output_chars
         room = cap if cap > 0 else -1  # characters still allowed; -1: unlimited
+        out: list[bytes] = []  # encoded chunks not yet written: pieces of one network read go together
         try:
             piece = first
             while piece is not None:
-                if piece.usage is not None:
-                    usage = piece.usage
+                relay.usage = piece.usage or relay.usage
+                relay.finish = piece.finish_reason or relay.finish
                 content = piece.content
-                finish = piece.finish_reason or finish
                 if room >= 0 and content:
                     if len(content) > room:
                         # Over ORCH_LLM_MAX_OUTPUT_CHARS: send what fits, finish with "length" and
                         # stop the upstream (closing the stream below), whatever it had left.
-                        content, finish, usage, truncated = content[:room], "length", None, True
+                        content, relay.finish, relay.usage, relay.truncated = content[:room], "length", None, True
                     room -= len(content)
-                if content or piece.tool_calls is not None or piece.finish_reason or truncated:
-                    yield writer.delta(
-                        content=content,
-                        tool_calls=piece.tool_calls,
-                        finish_reason="length" if truncated else piece.finish_reason,
-                        extra=extra,
+                if content or piece.tool_calls is not None or piece.finish_reason or relay.truncated:
+                    finish_reason = "length" if relay.truncated else piece.finish_reason
+                    out.append(
+                        writer.delta(
+                            content=content, tool_calls=piece.tool_calls, finish_reason=finish_reason, extra=extra
+                        )
                     )
                     extra = None
-                if truncated:
+                if relay.truncated:
                     break
+                if out and not piece.more:
+                    yield b"".join(out)
+                    out.clear()
                 piece = await anext(pieces, None)
             if extra is not None:  # the provider sent nothing at all: still a well-formed stream
-                yield writer.delta(content="", finish_reason="stop", extra=extra)
-            if relay.request.include_usage and usage is not None:
-                yield writer.usage(usage.as_dict())
+                out.append(writer.delta(content="", finish_reason="stop", extra=extra))
+            if relay.request.include_usage and relay.usage is not None:
+                out.append(writer.usage(relay.usage.as_dict()))
+            if out:
+                yield b"".join(out)
+                out.clear()
         except OrchestratorError as exc:
-            outcome = "error"
+            relay.outcome = "error"
             self._failed(relay.trace, exc)
-            yield writer.error(exc)
+            yield b"".join([*out, writer.error(exc)])
         except (GeneratorExit, asyncio.CancelledError):
-            outcome = "client_disconnected"
+            relay.outcome = "client_disconnected"
             raise
         except Exception as exc:
-            outcome = "error"
+            relay.outcome = "error"
             log.exception("stream failed after the first byte")
             self._failed(relay.trace, exc)
-            yield writer.error(OrchestratorError("The stream failed; the answer is incomplete."))
+            yield b"".join([*out, writer.error(OrchestratorError("The stream failed; the answer is incomplete."))])
         finally:
-            aclose = getattr(pieces, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            relay.trace.step(
-                "llm_provider",
-                self._provider_receipt(
-                    relay.request,
-                    model=relay.request.model,
-                    started=relay.started,
-                    finish_reason=finish,
-                    truncated=truncated,
-                    usage=usage,
-                    stream=True,
-                    outcome=outcome,
-                    first_piece_ms=relay.first_piece_ms,
-                ),
-            )
-            relay.trace.end()
+            await self._end_stream(pieces, relay)
         yield DONE
+
+    async def _end_stream(self, pieces: AsyncIterator[StreamDelta], relay: _Relay) -> None:
+        """Close the upstream stream (it stops generating) and write the provider receipt."""
+        aclose = getattr(pieces, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        relay.trace.step(
+            "llm_provider",
+            self._provider_receipt(
+                relay.request,
+                model=relay.request.model,
+                started=relay.started,
+                finish_reason=relay.finish,
+                truncated=relay.truncated,
+                usage=relay.usage,
+                stream=True,
+                outcome=relay.outcome,
+                first_piece_ms=relay.first_piece_ms,
+            ),
+        )
+        relay.trace.end()
 
 
 @dataclass(slots=True)
 class _Relay:
-    """What a stream needs to write its receipt when it ends."""
+    """A stream in flight: what its receipt records when it ends."""
 
     request: ProviderRequest
     trace: Trace
     started: float
     first_piece_ms: float
+    usage: Usage | None = None
+    finish: str | None = None
+    truncated: bool = False
+    outcome: str = "completed"

@@ -60,12 +60,17 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamDelta:
-    """One piece of a streamed answer. ``tool_calls`` items carry their ``index``."""
+    """One piece of a streamed answer. ``tool_calls`` items carry their ``index``.
+
+    ``more`` says that further pieces arrived in the same network read and follow at once: the
+    relay then writes them to the client together (one write instead of one per piece).
+    """
 
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

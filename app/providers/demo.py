@@ -76,7 +76,8 @@ class DemoProvider:
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         reply = demo_reply(request)
         for word in _WORD.findall(reply):
-            yield StreamDelta(content=word)
+            # Word by word, all at once: `more` lets the relay write them to the client together.
+            yield StreamDelta(content=word, more=True)
         yield StreamDelta(finish_reason="stop", usage=self._usage(request, reply))
 
     async def list_models(self) -> list[ModelCard]:

@@ -27,7 +27,7 @@ from app.providers.base import (
     StreamDelta,
     Usage,
 )
-from app.providers.upstream import Upstream, iter_lines
+from app.providers.upstream import Upstream, iter_line_batches
 
 # OpenAI sampling fields that Ollama takes under `options` with the same meaning.
 _SAME_OPTIONS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -203,25 +203,33 @@ class OllamaProvider:
         finished = False
         tool_index = 0
         try:
-            async for line in iter_lines(response):
-                if not line.strip():
-                    continue
-                try:
-                    data = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise _bad_answer("a malformed stream line") from None
-                if "error" in data:
-                    raise ProviderError(f"The ollama upstream failed mid-stream: {str(data['error'])[:500]}")
-                message = data.get("message") or {}
-                calls = from_ollama_tool_calls(message.get("tool_calls"), tool_index)
-                if calls:
-                    tool_index += len(calls)
-                content = message.get("content")
-                if content or calls:
-                    yield StreamDelta(content=content or None, tool_calls=calls)
-                if data.get("done"):
-                    finished = True
-                    yield StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data))
+            async for lines in iter_line_batches(response):
+                batch: list[StreamDelta] = []
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    try:
+                        data = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        raise _bad_answer("a malformed stream line") from None
+                    if "error" in data:
+                        raise ProviderError(f"The ollama upstream failed mid-stream: {str(data['error'])[:500]}")
+                    message = data.get("message") or {}
+                    calls = from_ollama_tool_calls(message.get("tool_calls"), tool_index)
+                    if calls:
+                        tool_index += len(calls)
+                    content = message.get("content")
+                    if content or calls:
+                        batch.append(StreamDelta(content=content or None, tool_calls=calls))
+                    if data.get("done"):
+                        finished = True
+                        batch.append(StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data)))
+                        break
+                for delta in batch[:-1]:
+                    delta.more = True  # the rest of this read follows at once
+                for delta in batch:
+                    yield delta
+                if finished:
                     break
             if not finished:
                 raise ProviderError("The ollama upstream ended the stream without finishing it.")

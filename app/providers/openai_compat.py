@@ -22,7 +22,7 @@ from app.providers.base import (
     StreamDelta,
     Usage,
 )
-from app.providers.upstream import Upstream, iter_lines, upstream_message
+from app.providers.upstream import Upstream, iter_line_batches, upstream_message
 
 
 def usage_from(data: Any) -> Usage | None:
@@ -91,34 +91,24 @@ class OpenAICompatProvider:
                 # Some servers answer an error (or a whole completion) as plain JSON here.
                 message, _ = upstream_message(await response.read(), response.status)
                 raise _bad_answer(f"expected an event stream: {message}")
-            async for line in iter_lines(response):
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, comments, `event:` lines
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    finished = True
+            async for lines in iter_line_batches(response):
+                batch: list[StreamDelta] = []
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue  # blank separators, comments, `event:` lines
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        finished = True
+                        break
+                    delta = self._delta(payload)
+                    if delta is not None:
+                        batch.append(delta)
+                for delta in batch[:-1]:
+                    delta.more = True  # the rest of this read follows at once
+                for delta in batch:
+                    yield delta
+                if finished:
                     break
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise _bad_answer("a malformed stream event") from None
-                if "error" in chunk:
-                    message, _ = upstream_message(payload, 500)
-                    raise ProviderError(f"The openai upstream failed mid-stream: {message}")
-                usage = usage_from(chunk.get("usage"))
-                choices = chunk.get("choices") or []
-                if not choices:
-                    if usage is not None:
-                        yield StreamDelta(usage=usage)
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta") or {}
-                yield StreamDelta(
-                    content=delta.get("content"),
-                    tool_calls=delta.get("tool_calls"),
-                    finish_reason=choice.get("finish_reason"),
-                    usage=usage,
-                )
             else:
                 finished = True  # the upstream closed the stream without [DONE]: accept what came
         except TimeoutError:
@@ -134,6 +124,29 @@ class OpenAICompatProvider:
                 response.release()
             else:
                 response.close()
+
+    @staticmethod
+    def _delta(payload: bytes) -> StreamDelta | None:
+        """One `data:` event as a delta (None for an event that carries nothing for the client)."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise _bad_answer("a malformed stream event") from None
+        if "error" in chunk:
+            message, _ = upstream_message(payload, 500)
+            raise ProviderError(f"The openai upstream failed mid-stream: {message}")
+        usage = usage_from(chunk.get("usage"))
+        choices = chunk.get("choices") or []
+        if not choices:
+            return StreamDelta(usage=usage) if usage is not None else None
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        return StreamDelta(
+            content=delta.get("content"),
+            tool_calls=delta.get("tool_calls"),
+            finish_reason=choice.get("finish_reason"),
+            usage=usage,
+        )
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/models")

@@ -74,8 +74,8 @@ def upstream_message(body: bytes, status: int) -> tuple[str, dict[str, Any]]:
     return f"HTTP {status}", {}
 
 
-async def iter_lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The body's lines (without the newline) as they arrive, whatever their length.
+async def iter_line_batches(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The body's complete lines (without the newline), grouped by the network read they came in.
 
     aiohttp's own line iterator refuses lines over 128 KiB (a large tool-call argument in one
     event would break the stream); splitting the raw chunks ourselves has no such limit.
@@ -86,10 +86,9 @@ async def iter_lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         if b"\n" not in data:
             continue
         *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line.rstrip(b"\r")
+        yield [line.rstrip(b"\r") for line in lines]
     if pending:
-        yield pending.rstrip(b"\r")
+        yield [pending.rstrip(b"\r")]
 
 
 @dataclass(slots=True)
