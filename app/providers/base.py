@@ -73,6 +73,13 @@ class StreamDelta:
     more: bool = False
 
 
+def arrived_together(batch: list[StreamDelta]) -> list[StreamDelta]:
+    """Mark pieces parsed from one network read, so the relay writes them in one go."""
+    for piece in batch[:-1]:
+        piece.more = True
+    return batch
+
+
 @dataclass(frozen=True, slots=True)
 class ModelCard:
     id: str

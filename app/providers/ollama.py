@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
-from app.errors import InvalidRequest, ProviderError, ProviderTimeout
+from app.errors import InvalidRequest, ProviderError
 from app.providers.base import (
     Completion,
     ModelCard,
@@ -26,6 +25,7 @@ from app.providers.base import (
     ProviderRequest,
     StreamDelta,
     Usage,
+    arrived_together,
 )
 from app.providers.upstream import Upstream, iter_line_batches
 
@@ -154,10 +154,6 @@ def _usage(data: dict[str, Any]) -> Usage:
     )
 
 
-def _bad_answer(what: str) -> ProviderError:
-    return ProviderError(f"The ollama upstream sent an unexpected answer ({what}).", code="provider_bad_response")
-
-
 class OllamaProvider:
     """Implements :class:`app.providers.base.LLMProvider` over Ollama's native API."""
 
@@ -170,19 +166,13 @@ class OllamaProvider:
         body = orjson.dumps(to_ollama_request(request, stream=False))
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
-        async with accepted.response as response:
-            try:
-                data = orjson.loads(await response.read())
-            except TimeoutError:
-                raise ProviderTimeout("The ollama upstream stopped sending its answer.") from None
-            except aiohttp.ClientError as exc:
-                self.upstream.breaker.record_failure()
-                raise ProviderError(f"The ollama upstream broke off its answer ({type(exc).__name__}).") from None
-            except orjson.JSONDecodeError:
-                raise _bad_answer("not JSON") from None
+        try:
+            data = orjson.loads(await self.upstream.read_body(accepted.response))
+        except orjson.JSONDecodeError:
+            raise self.upstream.bad_answer("not JSON") from None
         message = data.get("message") if isinstance(data, dict) else None
         if not isinstance(message, dict):
-            raise _bad_answer("no message")
+            raise self.upstream.bad_answer("no message")
         tool_calls = from_ollama_tool_calls(message.get("tool_calls"))
         if tool_calls:
             for call in tool_calls:
@@ -200,9 +190,8 @@ class OllamaProvider:
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
         response = accepted.response
-        finished = False
         tool_index = 0
-        try:
+        with self.upstream.relaying(response) as relaying:
             async for lines in iter_line_batches(response):
                 batch: list[StreamDelta] = []
                 for line in lines:
@@ -211,7 +200,7 @@ class OllamaProvider:
                     try:
                         data = orjson.loads(line)
                     except orjson.JSONDecodeError:
-                        raise _bad_answer("a malformed stream line") from None
+                        raise self.upstream.bad_answer("a malformed stream line") from None
                     if "error" in data:
                         raise ProviderError(f"The ollama upstream failed mid-stream: {str(data['error'])[:500]}")
                     message = data.get("message") or {}
@@ -222,34 +211,21 @@ class OllamaProvider:
                     if content or calls:
                         batch.append(StreamDelta(content=content or None, tool_calls=calls))
                     if data.get("done"):
-                        finished = True
+                        relaying.finished = True
                         batch.append(StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data)))
                         break
-                for delta in batch[:-1]:
-                    delta.more = True  # the rest of this read follows at once
-                for delta in batch:
+                for delta in arrived_together(batch):
                     yield delta
-                if finished:
+                if relaying.finished:
                     break
-            if not finished:
+            if not relaying.finished:
                 raise ProviderError("The ollama upstream ended the stream without finishing it.")
-        except TimeoutError:
-            self.upstream.breaker.record_failure()
-            raise ProviderTimeout("The ollama upstream went silent mid-stream.") from None
-        except aiohttp.ClientError as exc:
-            self.upstream.breaker.record_failure()
-            raise ProviderError(f"The ollama upstream broke off the stream ({type(exc).__name__}).") from None
-        finally:
-            if finished:
-                response.release()
-            else:
-                response.close()  # stop the upstream's generation now
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/api/tags")
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, list):
-            raise _bad_answer("not a model list")
+            raise self.upstream.bad_answer("not a model list")
         cards = []
         for item in models:
             if not isinstance(item, dict) or not item.get("name"):

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
-from app.errors import ProviderError, ProviderTimeout
+from app.errors import ProviderError
 from app.providers.base import (
     Completion,
     ModelCard,
@@ -21,6 +20,7 @@ from app.providers.base import (
     ProviderRequest,
     StreamDelta,
     Usage,
+    arrived_together,
 )
 from app.providers.upstream import Upstream, iter_line_batches, upstream_message
 
@@ -32,10 +32,6 @@ def usage_from(data: Any) -> Usage | None:
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
     )
-
-
-def _bad_answer(what: str) -> ProviderError:
-    return ProviderError(f"The openai upstream sent an unexpected answer ({what}).", code="provider_bad_response")
 
 
 class OpenAICompatProvider:
@@ -59,20 +55,13 @@ class OpenAICompatProvider:
     async def complete(self, request: ProviderRequest) -> Completion:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
         request.stats.attempts = accepted.attempts
-        async with accepted.response as response:
-            try:
-                raw = await response.read()
-            except TimeoutError:
-                raise ProviderTimeout("The openai upstream stopped sending its answer.") from None
-            except aiohttp.ClientError as exc:
-                self.upstream.breaker.record_failure()
-                raise ProviderError(f"The openai upstream broke off its answer ({type(exc).__name__}).") from None
+        raw = await self.upstream.read_body(accepted.response)
         try:
             data = orjson.loads(raw)
             choice = data["choices"][0]
             message = choice["message"]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise _bad_answer("not a chat.completion") from None
+            raise self.upstream.bad_answer("not a chat.completion") from None
         return Completion(
             content=message.get("content"),
             model=data.get("model") or request.model,
@@ -85,12 +74,11 @@ class OpenAICompatProvider:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
         request.stats.attempts = accepted.attempts
         response = accepted.response
-        finished = False
-        try:
+        with self.upstream.relaying(response) as relaying:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 # Some servers answer an error (or a whole completion) as plain JSON here.
                 message, _ = upstream_message(await response.read(), response.status)
-                raise _bad_answer(f"expected an event stream: {message}")
+                raise self.upstream.bad_answer(f"expected an event stream: {message}")
             async for lines in iter_line_batches(response):
                 batch: list[StreamDelta] = []
                 for line in lines:
@@ -98,40 +86,24 @@ class OpenAICompatProvider:
                         continue  # blank separators, comments, `event:` lines
                     payload = line[5:].strip()
                     if payload == b"[DONE]":
-                        finished = True
+                        relaying.finished = True
                         break
                     delta = self._delta(payload)
                     if delta is not None:
                         batch.append(delta)
-                for delta in batch[:-1]:
-                    delta.more = True  # the rest of this read follows at once
-                for delta in batch:
+                for delta in arrived_together(batch):
                     yield delta
-                if finished:
+                if relaying.finished:
                     break
             else:
-                finished = True  # the upstream closed the stream without [DONE]: accept what came
-        except TimeoutError:
-            self.upstream.breaker.record_failure()
-            raise ProviderTimeout("The openai upstream went silent mid-stream.") from None
-        except aiohttp.ClientError as exc:
-            self.upstream.breaker.record_failure()
-            raise ProviderError(f"The openai upstream broke off the stream ({type(exc).__name__}).") from None
-        finally:
-            # Closing (not releasing) drops the connection at once: an abandoned stream must stop
-            # the upstream's generation, not wait for it to finish.
-            if finished:
-                response.release()
-            else:
-                response.close()
+                relaying.finished = True  # the upstream closed the stream without [DONE]: accept what came
 
-    @staticmethod
-    def _delta(payload: bytes) -> StreamDelta | None:
+    def _delta(self, payload: bytes) -> StreamDelta | None:
         """One `data:` event as a delta (None for an event that carries nothing for the client)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            raise _bad_answer("a malformed stream event") from None
+            raise self.upstream.bad_answer("a malformed stream event") from None
         if "error" in chunk:
             message, _ = upstream_message(payload, 500)
             raise ProviderError(f"The openai upstream failed mid-stream: {message}")
@@ -152,7 +124,7 @@ class OpenAICompatProvider:
         data = await self.upstream.get_json("/models")
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
-            raise _bad_answer("not a model list")
+            raise self.upstream.bad_answer("not a model list")
         return [
             ModelCard(
                 id=str(item["id"]),

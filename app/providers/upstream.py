@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +90,11 @@ async def iter_line_batches(response: aiohttp.ClientResponse) -> AsyncIterator[l
         yield [line.rstrip(b"\r") for line in lines]
     if pending:
         yield [pending.rstrip(b"\r")]
+
+
+@dataclass(slots=True)
+class _Relaying:
+    finished: bool = False  # the upstream said the stream is complete
 
 
 @dataclass(slots=True)
@@ -237,6 +243,44 @@ class Upstream:
             if retry_after is not None:
                 error.headers["Retry-After"] = str(max(1, round(retry_after)))
         return error, retry_after
+
+    def bad_answer(self, what: str) -> ProviderError:
+        return ProviderError(
+            f"The {self.provider} upstream sent an unexpected answer ({what}).", code="provider_bad_response"
+        )
+
+    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The whole body of an accepted response, with read failures mapped to our errors."""
+        async with response:
+            try:
+                return await response.read()
+            except TimeoutError:
+                raise ProviderTimeout(f"The {self.provider} upstream stopped sending its answer.") from None
+            except aiohttp.ClientError as exc:
+                self.breaker.record_failure()
+                raise ProviderError(
+                    f"The {self.provider} upstream broke off its answer ({type(exc).__name__})."
+                ) from None
+
+    @contextmanager
+    def relaying(self, response: aiohttp.ClientResponse) -> Iterator[_Relaying]:
+        """Around reading a streamed answer: maps failures mid-stream to our errors, and at the end
+        releases the connection, or closes it when the stream was abandoned (a client that went
+        away, a cap reached, an error), which makes the upstream stop generating at once."""
+        state = _Relaying()
+        try:
+            yield state
+        except TimeoutError:
+            self.breaker.record_failure()
+            raise ProviderTimeout(f"The {self.provider} upstream went silent mid-stream.") from None
+        except aiohttp.ClientError as exc:
+            self.breaker.record_failure()
+            raise ProviderError(f"The {self.provider} upstream broke off the stream ({type(exc).__name__}).") from None
+        finally:
+            if state.finished:
+                response.release()
+            else:
+                response.close()
 
     async def get_json(self, path: str) -> Any:
         """GET and parse JSON (model lists), with the same retries and mapping."""

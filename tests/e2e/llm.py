@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
 
-from tests.e2e.server import ROOT, free_port
+from tests.e2e.server import ROOT, ManagedProcess, free_port
 
 MODEL_ALIAS = "test-model"
 SLOT_CONTEXT_TOKENS = 2048  # --ctx-size 4096 shared by --parallel 2
@@ -68,47 +68,21 @@ def model_path() -> Path:
     )
 
 
-class LlamaServer:
+class LlamaServer(ManagedProcess):
     """``llama-server`` on a free loopback port for the length of a test session."""
 
+    name = "llama-server"  # /health answers 503 while the model loads, 200 when ready
+
     def __init__(self, workdir: Path, *, binary: Path, model: Path, extra_args: list[str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
+        command = ["bash", str(ROOT / "scripts" / "run_llama_server.sh"), str(model), str(port), *(extra_args or [])]
+        # run_llama_server.sh execs the binary: the process IS llama-server.
+        env = {**os.environ, "LLAMA_SERVER": str(binary)}
+        super().__init__(command, port=port, cwd=ROOT, env=env, log_path=workdir / "llama-server.log")
         self.openai_url = self.url + "/v1"
-        self.log_path = workdir / "llama-server.log"
-        self.command = ["bash", str(ROOT / "scripts" / "run_llama_server.sh"), str(model), str(self.port)]
-        self.command += extra_args or []
-        self.env = {**os.environ, "LLAMA_SERVER": str(binary)}
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> LlamaServer:
-        with self.log_path.open("wb") as log:
-            # run_llama_server.sh execs the binary: this process IS llama-server.
-            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.process.returncode}:\n{self.logs()[-4000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"llama-server was not healthy within {timeout}s:\n{self.logs()[-4000:]}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def start(self, timeout: float = 60.0) -> Self:
+        return super().start(timeout)
 
     def log_size(self) -> int:
         """A mark in the log: ``logs_since(mark)`` is what the server logged after it."""
@@ -139,57 +113,17 @@ class LlamaServer:
                 return None
             time.sleep(0.01)
 
-    def __enter__(self) -> LlamaServer:
-        return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class OllamaFrontProcess:
+class OllamaFrontProcess(ManagedProcess):
     """``tests/fakes/ollama_front.py`` in a subprocess: Ollama's API over an OpenAI-compatible server."""
 
+    name = "the ollama front"
+    health_path = "/"
+
     def __init__(self, workdir: Path, upstream: str, *, upstream_extra: dict[str, Any] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"ollama-front-{self.port}.log"
-        self.command = [sys.executable, "-m", "tests.fakes.ollama_front", "--upstream", upstream]
-        self.command += ["--port", str(self.port)]
+        port = free_port()
+        command = [sys.executable, "-m", "tests.fakes.ollama_front", "--upstream", upstream, "--port", str(port)]
         if upstream_extra:
-            self.command += ["--upstream-extra", json.dumps(upstream_extra)]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20.0) -> OllamaFrontProcess:
+            command += ["--upstream-extra", json.dumps(upstream_extra)]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ollama front exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(self.url + "/", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"ollama front did not start within {timeout}s:\n{self.logs()}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def __enter__(self) -> OllamaFrontProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(command, port=port, cwd=ROOT, env=env, log_path=workdir / f"ollama-front-{port}.log")

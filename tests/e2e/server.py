@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -22,46 +23,39 @@ def free_port() -> int:
         return port
 
 
-class LiveServer:
-    """``python -m app`` (or any command) in a subprocess, with its own working directory."""
+class ManagedProcess:
+    """A server in a subprocess for the length of a test: started, awaited until its health URL
+    answers 200, its output kept in a log file, stopped (terminate, then kill)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.workdir = workdir
-        self.log_path = workdir / "server.log"
-        base = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-        base.update(
-            {
-                "ORCH_HOST": "127.0.0.1",
-                "ORCH_PORT": str(self.port),
-                "ORCH_BEARER_TOKEN": E2E_TOKEN,
-                "PYTHONPATH": str(ROOT),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        base.update(env or {})
-        self.env = base
-        self.command = command or [sys.executable, "-m", "app"]
+    name = "server"
+    health_path = "/health"
+
+    def __init__(self, command: list[str], *, port: int, cwd: Path, env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.cwd = cwd
+        self.env = env
+        self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> LiveServer:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.command, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+    def start(self, timeout: float = 20.0) -> Self:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.logs()}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.logs()[-4000:]}")
             try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                if httpx.get(self.url + self.health_path, timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"server did not start within {timeout}s:\n{self.logs()}")
+        raise RuntimeError(f"{self.name} did not start within {timeout}s:\n{self.logs()[-4000:]}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -75,8 +69,32 @@ class LiveServer:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LiveServer(ManagedProcess):
+    """The service (``python -m app``, or any command) in its own working directory."""
+
+    name = "the service"
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, command: list[str] | None = None) -> None:
+        port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        base.update(
+            {
+                "ORCH_HOST": "127.0.0.1",
+                "ORCH_PORT": str(port),
+                "ORCH_BEARER_TOKEN": E2E_TOKEN,
+                "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        base.update(env or {})
+        super().__init__(
+            command or [sys.executable, "-m", "app"], port=port, cwd=workdir, env=base, log_path=workdir / "server.log"
+        )
+        self.workdir = workdir
