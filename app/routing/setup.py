@@ -4,10 +4,11 @@ build the pipeline stages. Called from the lifespan (and, to fail before serving
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.agents.registry import FLAG as AGENT_FLAG
 from app.agents.registry import AgentRegistry, load_agents
 from app.agents.stage import AgentStage
 from app.db.connection import Database
@@ -15,9 +16,11 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Stage
 from app.policies import PolicySnapshot
+from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
 from app.routing.classifier import PROMPT_VERSION, ProviderClassifier
 from app.routing.intent import Guard, IntentRouter
+from app.routing.policy import FLAG as POLICY_FLAG
 from app.routing.policy import RouterPolicy, load_router_policy
 from app.routing.review import ReviewService
 from app.routing.rules import RuleRouter
@@ -45,6 +48,19 @@ def load_routing_config(settings: Settings) -> RoutingConfig:
     agents = load_agents(settings.agent_dir, model_allowlist=allowlist)
     policy = load_router_policy(settings.router_policy_path, agents=agents, model_allowlist=allowlist)
     return RoutingConfig(agents, policy)
+
+
+def check_tool_names(config: RoutingConfig, known: Collection[str]) -> None:
+    """Refuse agents and rules that name tools the tool registry does not have (call it at startup
+    once the registry is known; raise PolicyFileError naming the first culprit)."""
+    available = set(known)
+    for agent in config.agents.all():
+        missing = [tool for tool in agent.tools if tool not in available]
+        if missing:
+            raise PolicyFileError(f"{AGENT_FLAG}: agent {agent.name!r}: unknown tools {missing}")
+    for rule in config.policy.rules:
+        if rule.target.kind == "tool" and rule.target.name not in available:
+            raise PolicyFileError(f"{POLICY_FLAG}: rule {rule.id!r}: unknown tool {rule.target.name!r}")
 
 
 def register_policies(settings: Settings, policies: PolicySnapshot) -> None:

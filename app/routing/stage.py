@@ -12,6 +12,7 @@ routing in basic mode) without acting; agreements and mismatches are counted in 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -45,6 +46,18 @@ def request_metadata(turn: Turn) -> dict[str, str]:
     if turn.ctx.metadata:
         found.update(turn.ctx.metadata)
     return found
+
+
+def params_receipt(params: dict[str, Any]) -> dict[str, Any]:
+    """Tool arguments as a receipt records them: their names and a hash, not their values (which
+    are pieces of the prompt; receipts record decisions, never prompts)."""
+    if not params:
+        return _NO_PARAMS
+    digest = hashlib.sha256(orjson.dumps(params, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()
+    return {"param_keys": sorted(params), "params_sha256": digest}
+
+
+_NO_PARAMS: dict[str, Any] = {"param_keys": [], "params_sha256": hashlib.sha256(b"{}").hexdigest()}
 
 
 def format_result(name: str, result: dict[str, Any]) -> str:
@@ -107,6 +120,7 @@ class RoutingStage:
             "Routing decisions acted on, by tier (0 rules, 1 cache, 2 classifier, none) and outcome.",
             ("tier", "outcome"),
         )
+        self._decision_counters: dict[tuple[int | None, str], Any] = {}
         self.shadow_total = metrics.counter("orch_router_shadow_total", "Shadow comparisons of the intent router.")
         self.shadow_agree = metrics.counter(
             "orch_router_shadow_agreement_total", "Shadow comparisons where the intent router agreed."
@@ -139,7 +153,8 @@ class RoutingStage:
     def _record_intent(self, turn: Turn, decision: Decision, **extra: Any) -> None:
         details = decision.as_dict(self.router.policy_hash)
         details.update(extra)
-        turn.trace.step("intent_router", details)
+        receipt = {key: value for key, value in details.items() if key != "tool_params"}
+        turn.trace.step("intent_router", {**receipt, **params_receipt(decision.params)})
         if self.expose or turn.ctx.debug:
             turn.decisions.extra["intent_decision"] = details
 
@@ -173,10 +188,15 @@ class RoutingStage:
 
     def _done(self, turn: Turn, decision: Decision, outcome: str, route: dict[str, Any]) -> None:
         turn.decisions.route_decision = route
-        tier = "none" if decision.tier is None else str(decision.tier)
-        self.decisions.labels(tier, outcome).inc()
-        step = {**route, "route": decision.label, "gap": decision.gap, "outcome": outcome}
-        step["decision_id"] = decision.decision_id
+        key = (decision.tier, outcome)
+        counter = self._decision_counters.get(key)
+        if counter is None:  # prometheus' labels() costs microseconds: resolve each pair once
+            tier = "none" if decision.tier is None else str(decision.tier)
+            counter = self._decision_counters[key] = self.decisions.labels(tier, outcome)
+        counter.inc()
+        step = {key: value for key, value in route.items() if key != "params"}
+        step.update(params_receipt(decision.params))
+        step.update(route=decision.label, gap=decision.gap, outcome=outcome, decision_id=decision.decision_id)
         turn.trace.step("route_decision", step)
 
     async def _act(self, turn: Turn, decision: Decision, request: RoutedRequest) -> None:

@@ -133,7 +133,10 @@ async def test_the_receipt_records_the_routing_decision_and_the_tool_run(app_fac
     assert [s["step_type"] for s in steps] == ["request", "tool_run", "route_decision"]
     decision = steps[2]["payload"]
     assert decision["route"] == "tool:safe_calc" and decision["outcome"] == "tool" and decision["tier"] == 0
-    assert decision["params"] == {"expression": "3 * 3"} and decision["confidence"] == 0.95
+    assert decision["confidence"] == 0.95 and decision["rule"] == "math.calculate"
+    # arguments are pieces of the prompt: the receipt keeps their names and a hash, not the values
+    assert "params" not in decision and "3 * 3" not in json.dumps(steps)
+    assert decision["param_keys"] == ["expression"] and len(decision["params_sha256"]) == 64
 
 
 async def queue_rows(backend: Backend, tmp_path: Path) -> list[dict[str, Any]]:

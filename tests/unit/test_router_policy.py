@@ -164,3 +164,14 @@ def test_targets_parse_back_from_labels() -> None:
     for bad in ("", "tool:", "robot:x", "tool:rm -rf", "safe_calc"):
         with pytest.raises(ValueError, match=r"route|tool name"):
             Target.parse(bad)
+
+
+def test_tool_names_can_be_checked_against_the_tool_registry() -> None:
+    from app.routing.setup import RoutingConfig, check_tool_names
+
+    config = RoutingConfig(AGENTS, load_router_policy(SHIPPED_ROUTER_POLICY, agents=AGENTS))
+    check_tool_names(config, ["safe_calc", "echo", "summarize_text", "python_exec"])
+    with pytest.raises(PolicyFileError, match=r"ORCH_AGENT_DIR: agent 'Holly': unknown tools \['safe_calc'\]"):
+        check_tool_names(config, ["echo", "summarize_text"])
+    with pytest.raises(PolicyFileError, match=r"rule 'utility\.summarize': unknown tool 'summarize_text'"):
+        check_tool_names(config, ["safe_calc", "echo"])

@@ -274,6 +274,7 @@ async def test_a_human_resolution_routes_the_same_message_next_time(
     assert second.decisions.route_decision is not None and second.decisions.route_decision["tier"] == 1
     [intent] = steps(second, "intent_router")
     assert intent["evidence"]["source"] == "human_review" and intent["evidence"]["review_id"] == review_id
+    assert "tool_params" not in intent and intent["param_keys"] == ["message"]  # no prompt text in receipts
 
 
 async def test_a_cached_tool_route_without_arguments_offers_the_tool(
