@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.ids import new_uuid
+from app.observability.logging import get_logger
 from app.routing.classifier import ProviderClassifier
 from app.routing.policy import PROVIDER, RoutedRequest, Target
 from app.routing.rules import RuleMatch, RuleRouter
 from app.routing.store import IntentCacheStore
 from app.scrub import redact_text
+
+log = get_logger("routing")
 
 HITL_LOW_CONFIDENCE = "hitl_low_confidence"
 HITL_AMBIGUOUS = "hitl_ambiguous"
@@ -170,7 +173,7 @@ class IntentRouter:
         held = first if first.tier == 0 else None  # a rule hit the guard held: later tiers may settle it
         sig = signature(request.text) if (self.cache or self.classifier) else None
         if self.cache is not None and sig is not None:
-            cached = await self.cache.get(self.policy_hash, sig)
+            cached = await self._cache_get(sig)
             decision = self._from_cache(cached, held) if cached else None
             if decision is not None:
                 return decision
@@ -178,9 +181,25 @@ class IntentRouter:
             decision = await self._classify(request, held)
             if decision is not None:
                 if decision.cacheable and self.cache is not None:
-                    await self.cache.put(self.policy_hash, sig, decision_record(decision, source="classifier"))
+                    await self._cache_put(sig, decision_record(decision, source="classifier"))
                 return decision
         return held or no_match(tiers_consulted=self._consulted())
+
+    # The cache only saves work: when its database fails, routing goes on without it (logged).
+    async def _cache_get(self, sig: str) -> dict[str, Any] | None:
+        assert self.cache is not None
+        try:
+            return await self.cache.get(self.policy_hash, sig)
+        except Exception as exc:
+            log.error("intent cache read failed", extra={"error_type": type(exc).__name__})
+            return None
+
+    async def _cache_put(self, sig: str, record: dict[str, Any]) -> None:
+        assert self.cache is not None
+        try:
+            await self.cache.put(self.policy_hash, sig, record)
+        except Exception as exc:
+            log.error("intent cache write failed", extra={"error_type": type(exc).__name__})
 
     def _consulted(self) -> list[int]:
         return [0, *([1] if self.cache else []), *([2] if self.classifier else [])]

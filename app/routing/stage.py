@@ -19,6 +19,7 @@ import orjson
 
 from app.agents.registry import AgentRegistry
 from app.agents.stage import apply_agent
+from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
@@ -246,14 +247,22 @@ class RoutingStage:
             route["reason"] = decision.review_reason
             self._done(turn, decision, "provider", route)
             return
-        item = await self.review.enqueue(
-            decision,
-            text=request.text,
-            signature=signature(request.text),
-            principal=turn.ctx.principal,
-            trace_id=turn.trace.id,
-            policy_hash=self.router.policy_hash,
-        )
+        try:
+            item = await self.review.enqueue(
+                decision,
+                text=request.text,
+                signature=signature(request.text),
+                principal=turn.ctx.principal,
+                trace_id=turn.trace.id,
+                policy_hash=self.router.policy_hash,
+            )
+        except Exception as exc:
+            # Held and not queued: nothing may run, and the caller must not think it is queued.
+            log.error("review queue write failed", extra={"error_type": type(exc).__name__})
+            raise ServiceUnavailable(
+                "This request needs a human review, but the review queue is unavailable; try again later.",
+                code="review_queue_unavailable",
+            ) from None
         route = self._route_decision(decision, review_id=item.id, action="review", proposed=decision.target.label)
         route["tool"] = route["agent"] = route["model"] = None
         route["reason"] = decision.review_reason

@@ -198,3 +198,18 @@ async def test_a_bad_agent_file_stops_startup_with_the_file_and_the_reason(
         async with running(app_factory(agent_dir=directory)):
             pass
     assert str(caught.value) == f"ORCH_AGENT_DIR: {directory / 'nova.yaml'}: system_prompt: Field required"
+
+
+async def test_the_new_routes_are_in_the_api_docs(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for path in (
+        "/v1/agents",
+        "/v1/agents/{name}",
+        "/v1/agents/{name}/chat",
+        "/v1/review",
+        "/v1/review/{item_id}/resolve",
+    ):
+        assert path in schema["paths"], path
+    chat = schema["paths"]["/v1/agents/{name}/chat"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatCompletionRequest")
+    assert "agent" in schema["components"]["schemas"]["ChatCompletion"]["properties"]

@@ -12,6 +12,7 @@ import pytest
 from app.agents.registry import load_agents
 from app.auth import Principal
 from app.db.connection import SqliteDatabase
+from app.errors import ServiceUnavailable
 from app.observability.metrics import Metrics
 from app.orchestrator.service import CallContext, Decisions, Turn
 from app.providers.base import ProviderRequest
@@ -290,3 +291,25 @@ async def test_a_cached_tool_route_without_arguments_offers_the_tool(
     assert runner.calls == [] and t.answer is None
     assert t.gateway_tools == ["safe_calc"]
     assert t.decisions.route_decision is not None and t.decisions.route_decision["action"] == "offered"
+
+
+async def test_a_broken_review_queue_fails_the_held_request_with_503_and_runs_nothing(tmp_path: Path) -> None:
+    db = await SqliteDatabase(tmp_path / "broken.db").open()
+    store = ReviewStore(db)
+    await store.migrate()
+    await db.close()  # the database goes away
+    review = ReviewService(store, agents=AGENTS, cache=None, model_allowlist=frozenset(), redact_pii=True)
+    runner = RecordingToolRunner()
+    with pytest.raises(ServiceUnavailable) as caught:
+        await stage(runner=runner, rules=WEAK, review=review).run(turn("repeat hello"))
+    assert caught.value.code == "review_queue_unavailable" and runner.calls == []
+
+
+async def test_a_broken_cache_is_skipped(tmp_path: Path) -> None:
+    db = await SqliteDatabase(tmp_path / "broken.db").open()
+    cache = IntentCacheStore(db, ttl_seconds=60)
+    await cache.migrate()
+    await db.close()
+    t = turn("hello there")
+    await stage(cache=cache, intent_router=True).run(t)
+    assert t.decisions.route_decision is not None and t.decisions.route_decision["reason"] == "no_match"
