@@ -213,6 +213,8 @@ async def test_the_review_queue_end_to_end(
         resolved = (await client.get("/v1/review?status=resolved", headers=APPROVER)).json()
         assert [i["id"] for i in resolved["items"]] == [review_id]
         assert_envelope(await client.get("/v1/review?status=weird", headers=APPROVER), 400, param="status")
+        assert_envelope(await client.get("/v1/review?limit=0", headers=APPROVER), 400, param="limit")
+        assert_envelope(await client.get("/v1/review?limit=501", headers=APPROVER), 400, param="limit")
 
         # a rejection closes the item and caches nothing
         second = (await client.post(CHAT, json=ask("repeat bye"))).json()["route_decision"]["review_id"]

@@ -313,3 +313,38 @@ async def test_a_broken_cache_is_skipped(tmp_path: Path) -> None:
     t = turn("hello there")
     await stage(cache=cache, intent_router=True).run(t)
     assert t.decisions.route_decision is not None and t.decisions.route_decision["reason"] == "no_match"
+
+
+async def test_advanced_shadow_acts_on_the_rules_and_only_observes_the_intent_router(
+    stores: tuple[ReviewService, IntentCacheStore],
+) -> None:
+    review, cache = stores
+    policy = SHIPPED
+    router = IntentRouter(
+        RuleRouter(policy, min_gap=0.05), Guard(min_confidence=0.85, min_gap=0.05), policy_hash="h", cache=cache
+    )
+    metrics = Metrics()
+    runner = RecordingToolRunner()
+    shadow = RoutingStage(
+        router,
+        agents=AGENTS,
+        metrics=metrics,
+        advanced=True,
+        intent_router=True,
+        shadow=True,
+        expose=False,
+        review=review,
+        tool_runner=runner,
+    )
+    await cache.put("h", signature("add two and two"), {"route": "agent:holly", "confidence": 1.0, "source": "x"})
+    agree = turn("calculate 2 + 2")
+    await shadow.run(agree)
+    assert agree.answer == "Tool [safe_calc] result: 4"  # the rules act
+    mismatch = turn("add two and two")
+    await shadow.run(mismatch)
+    assert "agent" not in mismatch.decisions.extra and mismatch.answer is None  # the cached route is not acted on
+    [observed] = steps(mismatch, "intent_router")
+    assert observed["shadow"] is True and observed["agrees"] is False and observed["route"] == "agent:holly"
+    text = metrics.render().decode()
+    assert "orch_router_shadow_total 2.0" in text and "orch_router_shadow_mismatch_total 1.0" in text
+    assert 'orch_routing_decisions_total{outcome="tool",tier="0"} 1.0' in text
