@@ -225,7 +225,8 @@ class RoutingStage:
         name = decision.target.name or ""
         if self.tool_runner is None:
             # Tools are not wired in: answer with the model rather than fail the request.
-            self._done(turn, decision, "provider", self._route_decision(decision, reason=TOOLS_UNAVAILABLE))
+            route = self._route_decision(decision, reason=TOOLS_UNAVAILABLE, action="provider")
+            self._done(turn, decision, "provider", route)
             return
         if not decision.extracted:
             # A cached or classified tool route has no arguments: offer the tool to the model,

@@ -154,6 +154,7 @@ async def test_without_a_tool_runner_a_tool_route_goes_to_the_model() -> None:
     await stage(runner=None).run(t)
     assert t.answer is None
     assert t.decisions.route_decision is not None and t.decisions.route_decision["reason"] == "tools_unavailable"
+    assert t.decisions.route_decision["action"] == "provider"
 
 
 async def test_model_and_agent_targets_change_the_turn_and_never_reach_the_runner() -> None:
