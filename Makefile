@@ -12,7 +12,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 # (installed without its dependencies; only the .gguf file is used).
 MODEL_STAMP := $(VENV)/.test-model-installed
 
-.PHONY: help run test test-deps lint fmt bench docker lock clean
+.PHONY: help run test test-deps lint fmt bench docker lock clean routing-report
 
 help:
 	@echo "make run        create the virtualenv, install, start the service on 127.0.0.1:8088"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench      measure the service against a bare app and a bare relay (prints figures)"
 	@echo "make docker     build the service's container image"
 	@echo "make lock       re-resolve the pinned dependency sets (requirements*.lock)"
+	@echo "make routing-report  route the golden set with the router policy: accuracy, confusion table"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,3 +74,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Routing (docs/routing.md): the router policy against the golden set, figures printed.
+routing-report: $(RUNTIME_STAMP)
+	$(BIN)/python scripts/routing_report.py $(ARGS)

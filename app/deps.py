@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.auth import ANONYMOUS, Principal
-from app.errors import AuthenticationFailed, RateLimited, ServiceUnavailable
+from app.auth import ANONYMOUS, ROLE_APPROVER, Principal
+from app.errors import AuthenticationFailed, PermissionDenied, RateLimited, ServiceUnavailable
 from app.lifespan import AppState
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
 from app.orchestrator.service import Orchestrator
@@ -98,9 +98,18 @@ async def api_caller(request: Request) -> Principal:
     return await _identify(request, rate_limited=True)
 
 
+async def approver(request: Request) -> Principal:
+    """An API caller holding the approver role: separation of duties for approvals and reviews."""
+    principal = await api_caller(request)
+    if not principal.has_role(ROLE_APPROVER):
+        raise PermissionDenied("This route needs the approver credential (ORCH_APPROVER_TOKEN).")
+    return principal
+
+
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]
+ApproverDep = Annotated[Principal, Depends(approver)]

@@ -5,6 +5,7 @@ Routers reach the state through the dependency aliases of :mod:`app.deps`.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -21,10 +22,12 @@ from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Orchestrator
 from app.policies import PolicySnapshot
+from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
 from app.providers.factory import build_provider
 from app.ratelimit import RateLimiter
 from app.readiness import CheckFn, Readiness
+from app.routing.setup import Routing, load_routing_config, open_routing, register_policies
 from app.settings import Settings, parse_principals
 from app.tracing.store import TraceStore
 from app.tracing.tracer import Tracer
@@ -51,6 +54,7 @@ class AppState:
     tracer: Tracer
     trust: TrustService | None
     policies: PolicySnapshot
+    routing: Routing  # agents, the router, the review queue (issue 7)
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -126,6 +130,13 @@ def lifespan_for(
             )
             stack.push_async_callback(databases.close)
             policies = PolicySnapshot()
+            # --- agents and the router policy: validated here, part of the snapshot ---
+            try:
+                routing_config = load_routing_config(settings)
+            except PolicyFileError as exc:
+                log.error("invalid policy file", extra={"error": str(exc)})
+                raise StartupError(str(exc)) from None
+            register_policies(settings, policies)
             policies.freeze()
 
             trace_store = None
@@ -158,6 +169,17 @@ def lifespan_for(
             stack.push_async_callback(provider.aclose)
             if settings.llm_enabled:
                 readiness.add("provider", provider_check(provider))
+            # --- agents and routing: the agent stage always, the routing stage when enabled ---
+            routing = await open_routing(
+                settings,
+                routing_config,
+                open_db=functools.partial(open_database, databases),
+                metrics=metrics,
+                provider=provider,
+                default_model=default_model,
+                policy_hash=policies.loaded_hash,
+                tool_runner=None,  # the ToolRunner (feature/tools) is passed here once merged
+            )
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,
@@ -165,6 +187,7 @@ def lifespan_for(
                 tracer=tracer,
                 policies=policies,
                 max_output_chars=settings.llm_max_output_chars,
+                stages=routing.stages,
             )
             app.state.orch = AppState(
                 settings=settings,
@@ -178,6 +201,7 @@ def lifespan_for(
                 tracer=tracer,
                 trust=trust,
                 policies=policies,
+                routing=routing,
             )
             if tracer_provider is not None:
                 stack.callback(tracer_provider.shutdown)

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
 from app import __version__
-from app.api import chat, echo, health, models, trust
+from app.api import agents, chat, echo, health, models, review, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.lifespan import lifespan_for
@@ -52,8 +52,16 @@ def create_app(settings: Settings) -> FastAPI:
         otel=settings.otel_enabled,
     )
     install_error_handlers(app)
-    mount_routes(app, [chat.route], [models.router, health.router, echo.router, trust.router])
-    install_openapi(app, [*chat.MODELS, echo.EchoRequest, trust.AuditRequest], {chat.PATH: chat.OPENAPI})
+    mount_routes(
+        app,
+        [chat.route],
+        [models.router, health.router, echo.router, trust.router, agents.router, review.router],
+    )
+    install_openapi(
+        app,
+        [*chat.MODELS, echo.EchoRequest, trust.AuditRequest, review.ResolveRequest],
+        {chat.PATH: chat.OPENAPI},
+    )
     return app
 
 
@@ -70,11 +78,24 @@ def app_from_environment() -> FastAPI:
     """Read ORCH_* once and build the app; a bad value stops here with one clear line."""
     try:
         settings = load_settings()
+        check_policy_files(settings)
     except ConfigError as error:
         exit_on_config_error(error)
         raise  # unreachable: exit_on_config_error raises SystemExit
     configure_logging(settings.log_json, settings.log_level)
     return create_app(settings)
+
+
+def check_policy_files(settings: Settings) -> None:
+    """Stop before serving, with one line naming the file and the reason, if a policy file is bad.
+    (The lifespan loads them again for real; this only makes the failure a clean exit.)"""
+    from app.policy_files import PolicyFileError
+    from app.routing.setup import load_routing_config
+
+    try:
+        load_routing_config(settings)
+    except PolicyFileError as exc:
+        raise ConfigError(f"invalid policy: {exc}") from None
 
 
 @functools.cache

@@ -13,10 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 SERVICE_ID = "orchestrators_v2"  # the `service` field of /health and /ready (wire contract)
+
+# The policy files shipped with the service (agents, router policy), next to the app package.
+POLICIES_DIR = Path(__file__).resolve().parents[1] / "policies"
+SHIPPED_AGENT_DIR = POLICIES_DIR / "agents"
+SHIPPED_ROUTER_POLICY = POLICIES_DIR / "router_policy.yaml"
 
 # Placeholder tokens that ship in example files; production refuses to start with any of them.
 PLACEHOLDER_TOKENS = frozenset(
@@ -126,6 +131,29 @@ class Settings(BaseSettings):
     llm_circuit_max_failures: int = Field(3, ge=0)  # 0: breaker off
     llm_circuit_reset_sec: float = Field(30.0, gt=0)
 
+    # --- agents and routing (docs/agents.md, docs/routing.md) ------------------------------
+    # Empty: the files shipped with the service (policies/ next to the app package), wherever
+    # the service is started from. A relative path resolves against the working directory.
+    agent_dir: Path = SHIPPED_AGENT_DIR
+    router_policy_path: Path = SHIPPED_ROUTER_POLICY
+    # basic: every chat goes to the provider; advanced: the router policy decides first.
+    orchestrator_mode: Literal["basic", "advanced"] = "basic"
+    # The intent tiers after the rules: the decision cache (tier 1) and the classifier (tier 2).
+    intent_router_enabled: bool = False
+    # Observe only: the intent router runs beside the path in use and its agreement is counted.
+    intent_router_shadow: bool = False
+    intent_decision_expose: bool = False
+    intent_min_confidence: float = Field(0.85, ge=0, le=1)
+    intent_min_gap: float = Field(0.05, ge=0, le=1)
+    intent_cache_enabled: bool = True
+    intent_cache_ttl_sec: int = Field(600, ge=1)
+    intent_cache_db_path: Path = Path("instance/intent_cache.db")
+    # Tier 2: ask the provider to classify a message no rule decided (one extra model call).
+    intent_classifier_enabled: bool = False
+    intent_classifier_model: str = ""  # empty: the default model
+    intent_hitl_enabled: bool = True
+    intent_hitl_db_path: Path = Path("instance/hitl_queue.db")
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -196,6 +224,34 @@ class Settings(BaseSettings):
     def _check_principals(cls, value: SecretStr) -> SecretStr:
         parse_principals(value.get_secret_value())
         return value
+
+    # --- agents and routing: paths and flag combinations --------------------------------------
+    @field_validator("agent_dir", "router_policy_path", mode="before")
+    @classmethod
+    def _shipped_policy(cls, value: Any, info: ValidationInfo) -> Any:
+        # An empty value (as in .env.example) means the files shipped with the service.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return SHIPPED_AGENT_DIR if info.field_name == "agent_dir" else SHIPPED_ROUTER_POLICY
+        return value
+
+    @field_validator("agent_dir", "router_policy_path", "intent_cache_db_path", "intent_hitl_db_path")
+    @classmethod
+    def _absolute_routing_paths(cls, value: Path) -> Path:
+        # Relative paths resolve against the working directory, once, at startup.
+        return value if value.is_absolute() else Path.cwd() / value
+
+    @model_validator(mode="after")
+    def _routing_modes(self) -> Settings:
+        if self.intent_router_shadow and not self.intent_router_enabled:
+            raise ValueError(
+                "ORCH_INTENT_ROUTER_SHADOW=1 observes the intent router: it needs ORCH_INTENT_ROUTER_ENABLED=1"
+            )
+        if self.intent_router_enabled and self.orchestrator_mode != "advanced" and not self.intent_router_shadow:
+            raise ValueError(
+                "ORCH_INTENT_ROUTER_ENABLED=1 routes only with ORCH_ORCHESTRATOR_MODE=advanced "
+                "(or set ORCH_INTENT_ROUTER_SHADOW=1 to observe it beside the basic path)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:

@@ -286,11 +286,17 @@ def scenario_store(workdir: Path) -> None:
     subprocess.run([PYTHON, str(BENCH / "store_rate.py"), str(workdir)], check=True, cwd=ROOT)
 
 
+def scenario_routing(workdir: Path) -> None:
+    """Routing decision latency with 200 rules loaded, in process (docs/routing.md)."""
+    subprocess.run([PYTHON, str(BENCH / "routing_latency.py"), "200"], check=True, cwd=ROOT)
+
+
 SCENARIOS: dict[str, Callable[[Path], None]] = {
     "demo": scenario_demo,
     "relay": scenario_relay,
     "tracing": scenario_tracing,
     "store": scenario_store,
+    "routing": scenario_routing,
 }
 
 

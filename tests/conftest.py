@@ -29,6 +29,8 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "bearer_token": TOKEN,
         "dev_token_path": tmp_path / "dev-token",
         "trace_db_path": tmp_path / "trace.db",
+        "intent_cache_db_path": tmp_path / "intent_cache.db",  # routing stores (issue 7)
+        "intent_hitl_db_path": tmp_path / "hitl_queue.db",
         "trace_flush_interval_ms": 5,
         "rate_limit": "1000 per minute",
         "log_json": True,

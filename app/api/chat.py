@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from app.api.agents import routing_context
 from app.api.body import read_model
 from app.api.openapi import body_ref, response_ref
 from app.deps import api_caller, app_state, request_id
@@ -43,6 +44,7 @@ async def create_chat_completion(request: Request) -> Response:
         route=PATH,
         conversation_id=conversation[:_MAX_CONVERSATION_ID] if conversation else None,
     )
+    routing_context(request, chat, ctx)  # model "agent:<name>", ?debug=1, X-Orch-Meta-* headers
     if chat.stream:
         stream = await orchestrator.open_stream(chat, raw, ctx)
         return StreamingResponse(stream, media_type="text/event-stream", headers={**STREAM_HEADERS, **AI_HEADERS})

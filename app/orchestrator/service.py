@@ -44,6 +44,7 @@ class CallContext:
     conversation_id: str | None = None
     agent: str | None = None  # set by the agent chat route
     debug: bool = False  # ?debug=1: expose decision details
+    metadata: dict[str, str] | None = None  # X-Orch-Meta-* headers, for routing conditions
 
 
 @dataclass(slots=True)

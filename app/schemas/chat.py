@@ -101,6 +101,11 @@ class ChatCompletion(BaseModel):
     route_decision: dict[str, Any] | None = None
     model_decision: dict[str, Any] | None = None
     tool_result: dict[str, Any] | None = None
+    # Agents and routing (docs/agents.md, docs/routing.md): present only when they apply.
+    agent: str | None = Field(default=None, description="The agent that answered (agent chats).")
+    intent_decision: dict[str, Any] | None = Field(
+        default=None, description="Routing details, with ?debug=1 or ORCH_INTENT_DECISION_EXPOSE=1."
+    )
 
 
 class ChunkChoice(BaseModel):

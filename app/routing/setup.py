@@ -1,0 +1,175 @@
+"""Wiring agents and routing into the app: load and validate the policy files, open the stores,
+build the pipeline stages. Called from the lifespan (and, to fail before serving, from
+:func:`app.main.app_from_environment`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.agents.registry import FLAG as AGENT_FLAG
+from app.agents.registry import AgentRegistry, load_agents
+from app.agents.stage import AgentStage
+from app.db.connection import Database
+from app.observability.logging import get_logger
+from app.observability.metrics import Metrics
+from app.orchestrator.service import Stage
+from app.policies import PolicySnapshot
+from app.policy_files import PolicyFileError
+from app.providers.base import LLMProvider
+from app.routing.classifier import PROMPT_VERSION, ProviderClassifier
+from app.routing.intent import Guard, IntentRouter
+from app.routing.policy import FLAG as POLICY_FLAG
+from app.routing.policy import RouterPolicy, load_router_policy
+from app.routing.review import ReviewService
+from app.routing.rules import RuleRouter
+from app.routing.stage import RoutingStage
+from app.routing.store import IntentCacheStore, ReviewStore
+from app.settings import Settings
+from app.tools.types import ToolRunner
+
+log = get_logger("routing")
+
+OpenDatabase = Callable[[Path], Awaitable[Database]]
+
+
+@dataclass(slots=True)
+class RoutingConfig:
+    """The validated policy files."""
+
+    agents: AgentRegistry
+    policy: RouterPolicy
+
+
+def load_routing_config(settings: Settings) -> RoutingConfig:
+    """Read and validate the agents and the router policy; raise PolicyFileError (one line)."""
+    allowlist = settings.llm_model_allowlist
+    agents = load_agents(settings.agent_dir, model_allowlist=allowlist)
+    policy = load_router_policy(settings.router_policy_path, agents=agents, model_allowlist=allowlist)
+    return RoutingConfig(agents, policy)
+
+
+def check_tool_names(config: RoutingConfig, known: Collection[str]) -> None:
+    """Refuse agents and rules that name tools the tool registry does not have (call it at startup
+    once the registry is known; raise PolicyFileError naming the first culprit)."""
+    available = set(known)
+    for agent in config.agents.all():
+        missing = [tool for tool in agent.tools if tool not in available]
+        if missing:
+            raise PolicyFileError(f"{AGENT_FLAG}: agent {agent.name!r}: unknown tools {missing}")
+    for rule in config.policy.rules:
+        if rule.target.kind == "tool" and rule.target.name not in available:
+            raise PolicyFileError(f"{POLICY_FLAG}: rule {rule.id!r}: unknown tool {rule.target.name!r}")
+
+
+def register_policies(settings: Settings, policies: PolicySnapshot) -> None:
+    """Put the files (and the switches that change what they mean) into the policy snapshot."""
+    policies.register("agents", settings.agent_dir)
+    policies.register(
+        "router_policy",
+        settings.router_policy_path,
+        mode=settings.orchestrator_mode,
+        intent_router=settings.intent_router_enabled,
+        shadow=settings.intent_router_shadow,
+        min_confidence=settings.intent_min_confidence,
+        min_gap=settings.intent_min_gap,
+        classifier=settings.intent_classifier_enabled,
+        classifier_model=settings.intent_classifier_model,
+        classifier_prompt=PROMPT_VERSION,
+    )
+
+
+def routing_active(settings: Settings) -> bool:
+    """Whether the routing stage runs at all (advanced mode, or the shadow beside basic mode)."""
+    return settings.orchestrator_mode == "advanced" or settings.intent_router_shadow
+
+
+@dataclass(slots=True)
+class Routing:
+    """What the app keeps of agents and routing."""
+
+    agents: AgentRegistry
+    policy: RouterPolicy
+    stages: list[Stage] = field(default_factory=list)
+    stage: RoutingStage | None = None
+    review: ReviewService | None = None
+    cache: IntentCacheStore | None = None
+
+    @property
+    def active(self) -> bool:
+        """The chat routes collect request metadata (X-Orch-Meta-* headers) only when this is on."""
+        return self.stage is not None
+
+
+async def open_routing(
+    settings: Settings,
+    config: RoutingConfig,
+    *,
+    open_db: OpenDatabase,
+    metrics: Metrics,
+    provider: LLMProvider,
+    default_model: str,
+    policy_hash: str,
+    tool_runner: ToolRunner | None,
+) -> Routing:
+    routing = Routing(config.agents, config.policy, stages=[AgentStage(config.agents)])
+    if not routing_active(settings):
+        return routing
+    cache = None
+    if settings.intent_router_enabled and settings.intent_cache_enabled:
+        cache_db = await open_db(settings.intent_cache_db_path)
+        cache = IntentCacheStore(cache_db, ttl_seconds=settings.intent_cache_ttl_sec)
+        await cache.migrate()
+    classifier = None
+    if settings.intent_router_enabled and settings.intent_classifier_enabled:
+        classifier = ProviderClassifier(
+            provider, model=settings.intent_classifier_model or default_model, labels=config.policy.labels()
+        )
+    review = None
+    if settings.intent_hitl_enabled:
+        store = ReviewStore(await open_db(settings.intent_hitl_db_path))
+        await store.migrate()
+        review = ReviewService(
+            store,
+            agents=config.agents,
+            cache=cache,
+            model_allowlist=frozenset(settings.llm_model_allowlist),
+            redact_pii=settings.memory_scrub_redact_pii,
+        )
+    router = IntentRouter(
+        RuleRouter(config.policy, min_gap=settings.intent_min_gap),
+        Guard(min_confidence=settings.intent_min_confidence, min_gap=settings.intent_min_gap),
+        policy_hash=policy_hash,
+        cache=cache,
+        classifier=classifier,
+    )
+    stage = RoutingStage(
+        router,
+        agents=config.agents,
+        metrics=metrics,
+        advanced=settings.orchestrator_mode == "advanced",
+        intent_router=settings.intent_router_enabled,
+        shadow=settings.intent_router_shadow,
+        expose=settings.intent_decision_expose,
+        review=review,
+        tool_runner=tool_runner,
+    )
+    if tool_runner is None and any(rule.target.kind == "tool" for rule in config.policy.rules):
+        log.warning("router rules target tools but no tool runner is wired in: those requests go to the model")
+    routing.stages.append(stage)
+    routing.stage, routing.review, routing.cache = stage, review, cache
+    log.info(
+        "routing on",
+        extra={
+            "mode": settings.orchestrator_mode,
+            "rules": len(config.policy.rules),
+            "agents": len(config.agents),
+            "intent_router": settings.intent_router_enabled,
+            "shadow": settings.intent_router_shadow,
+            "cache": cache is not None,
+            "classifier": classifier is not None,
+            "review_queue": review is not None,
+        },
+    )
+    return routing
