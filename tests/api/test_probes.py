@@ -54,7 +54,7 @@ async def test_metrics_use_route_templates_and_skip_probes(client) -> None:  # t
     for model in ("a-random-model-1", "another-model-2"):
         await client.get(f"/v1/models/{model}")
     await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
-    await client.get("/no/such/route/12345")
+    await client.get("/no/such/route/zq-unmatched-path")
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -65,6 +65,6 @@ async def test_metrics_use_route_templates_and_skip_probes(client) -> None:  # t
     assert "orch_request_latency_seconds_bucket" in text
     assert "orch_errors_total" in text
     # bounded labels: no raw path, and probes are not counted
-    assert "a-random-model-1" not in text and "12345" not in text
+    assert "a-random-model-1" not in text and "zq-unmatched-path" not in text
     assert not re.search(r'route="/(health|ready|metrics)"', text)
     assert "process_resident_memory_bytes" in text
