@@ -7,7 +7,9 @@
 # Runs as an unprivileged user (uid 10001), binds 0.0.0.0:8088 inside the container, keeps its
 # SQLite files in /var/lib/orchestrators (a volume). It does not mount the Docker socket: the tool
 # sandbox needs a Docker engine, and handing a container the host's socket makes it host root
-# (see docs/operations.md for running tools from a container).
+# (see docs/operations.md). So sandboxed tools answer sandbox_unavailable here, and readiness does
+# not wait for Docker (ORCH_TOOL_SANDBOX_REQUIRED=0); point ORCH_SANDBOX_DOCKER_URL at a dedicated
+# engine to enable them.
 ARG BASE=python:3.11-slim
 FROM ${BASE}
 
@@ -37,7 +39,8 @@ ENV PYTHONPATH=/opt/orchestrators/packages:/opt/orchestrators \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     ORCH_HOST=0.0.0.0 \
-    ORCH_PORT=8088
+    ORCH_PORT=8088 \
+    ORCH_TOOL_SANDBOX_REQUIRED=0
 WORKDIR /var/lib/orchestrators
 VOLUME /var/lib/orchestrators
 USER 10001:10001

@@ -45,10 +45,11 @@ $(MODEL_STAMP): | $(BIN)/python
 # Everything the suite needs beyond Python packages (services it starts, binaries it builds):
 # llama.cpp's llama-server is built once from source and cached outside the checkout; a Docker
 # engine is installed and started if missing, and the sandbox image (whose root filesystem the
-# service image reuses) is built offline once.
+# service image reuses too) is built offline once. Both scripts are idempotent and take ~0.1 s
+# when everything is already there.
 test-deps: $(DEV_STAMP) $(MODEL_STAMP)
 	scripts/build_llama_server.sh >/dev/null
-	scripts/ensure_docker.sh
+	scripts/ensure_docker.sh >/dev/null
 	scripts/build_sandbox_image.sh >/dev/null
 
 test: test-deps

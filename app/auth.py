@@ -21,6 +21,7 @@ OWNER_ID = "owner"  # the principal of ORCH_BEARER_TOKEN
 
 ROLE_CALLER = "caller"
 ROLE_APPROVER = "approver"
+APPROVER_ID = "approver"  # the principal of ORCH_APPROVER_TOKEN: approves tool calls, nothing else
 
 
 @dataclass(frozen=True, slots=True)

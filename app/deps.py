@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.auth import ANONYMOUS, ROLE_APPROVER, Principal
+from app.auth import ANONYMOUS, ROLE_APPROVER, ROLE_CALLER, Principal
 from app.errors import AuthenticationFailed, PermissionDenied, RateLimited, ServiceUnavailable
 from app.lifespan import AppState
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
@@ -86,23 +86,50 @@ async def authenticated(request: Request) -> Principal:
     return await _identify(request, rate_limited=False)
 
 
+def _only_callers(principal: Principal) -> Principal:
+    # Separation of duties (tools, issue 6): the approver's token approves tool calls and
+    # nothing else, so it can never ask for (and then approve) a call itself.
+    if not principal.has_role(ROLE_CALLER):
+        raise PermissionDenied(
+            "This token may only be used on the approval routes (/v1/tools/approve, /v1/tools/approvals).",
+            code="approver_token_not_allowed",
+        )
+    return principal
+
+
 async def caller(request: Request) -> Principal:
     """Auth plus rate limit: routes outside /v1 (e.g. /echo)."""
-    return await _identify(request, rate_limited=True)
+    return _only_callers(await _identify(request, rate_limited=True))
 
 
 async def api_caller(request: Request) -> Principal:
     """The /v1 guard: the API switch, then auth plus rate limit."""
     if not app_state(request).settings.enable_api:
         raise ServiceUnavailable("The API is disabled (ORCH_ENABLE_API=0).", code="api_disabled")
-    return await _identify(request, rate_limited=True)
+    return _only_callers(await _identify(request, rate_limited=True))
 
 
 async def approver(request: Request) -> Principal:
-    """An API caller holding the approver role: separation of duties for approvals and reviews."""
-    principal = await api_caller(request)
+    """The guard of approval and review routes: the API switch, auth, rate limit, and the approver role.
+
+    A caller's token gets 403 here; with no ORCH_APPROVER_TOKEN nobody may approve (403 naming it).
+    """
+    state = app_state(request)
+    if not state.settings.enable_api:
+        raise ServiceUnavailable("The API is disabled (ORCH_ENABLE_API=0).", code="api_disabled")
+    principal = await _identify(request, rate_limited=True)
+    if not state.settings.approver_token.get_secret_value():
+        raise PermissionDenied(
+            "Approvals are refused: no approver credential is configured. Set ORCH_APPROVER_TOKEN "
+            "(a bearer token different from every caller's) and approve with it.",
+            code="approver_not_configured",
+        )
     if not principal.has_role(ROLE_APPROVER):
-        raise PermissionDenied("This route needs the approver credential (ORCH_APPROVER_TOKEN).")
+        raise PermissionDenied(
+            "Only the approver (the ORCH_APPROVER_TOKEN bearer) may approve or deny tool calls and resolve "
+            "reviews; the principal that asks to run something can not approve it.",
+            code="approver_required",
+        )
     return principal
 
 

@@ -7,28 +7,30 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from app.auth import OWNER_ID, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
+from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
 from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
-from app.orchestrator.service import Orchestrator
+from app.orchestrator.service import Orchestrator, ProviderGenerator
+from app.orchestrator.tool_loop import ToolLoopGenerator
 from app.policies import PolicySnapshot
 from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
 from app.providers.factory import build_provider
 from app.ratelimit import RateLimiter
 from app.readiness import CheckFn, Readiness
-from app.routing.setup import Routing, load_routing_config, open_routing, register_policies
+from app.routing.setup import Routing, check_tool_names, load_routing_config, open_routing, register_policies
 from app.settings import Settings, parse_principals
+from app.tools.service import Tools, open_tools, register_tool_policy
 from app.tracing.store import TraceStore
 from app.tracing.tracer import Tracer
 from app.tracing.trust import TrustService
@@ -55,6 +57,7 @@ class AppState:
     trust: TrustService | None
     policies: PolicySnapshot
     routing: Routing  # agents, the router, the review queue (issue 7)
+    tools: Tools  # issue 6: registry, tool policy, approvals, sandbox, the guarded runner
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -87,6 +90,13 @@ def build_authenticator(settings: Settings) -> Authenticator:
         if token in tokens:
             raise ValueError(f"ORCH_PRINCIPALS: the token of {name!r} is already used by another principal")
         tokens[token] = Principal(name, authenticated=True, roles=caller)
+    # Tools (issue 6): the approver approves tool calls and may do nothing else (separation of
+    # duties); Settings already refuse an approver token equal to a configured caller token.
+    approver_token = settings.approver_token.get_secret_value()
+    if approver_token:
+        if approver_token in tokens:
+            raise StartupError("ORCH_APPROVER_TOKEN must differ from every caller's token")
+        tokens[approver_token] = Principal(APPROVER_ID, authenticated=True, roles=frozenset({ROLE_APPROVER}))
     return Authenticator(tokens, required=settings.auth_required)
 
 
@@ -108,68 +118,108 @@ def database_check(db: Database) -> CheckFn:
 LifespanFactory = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+@contextmanager
+def policy_errors() -> Iterator[None]:
+    """A bad policy file stops startup with its one-line reason."""
+    try:
+        yield
+    except PolicyFileError as exc:
+        log.error("invalid policy file", extra={"error": str(exc)})
+        raise StartupError(str(exc)) from None
+
+
+def open_guards(settings: Settings, stack: AsyncExitStack) -> tuple[Authenticator, Readiness, RateLimiter | None]:
+    """Who may call, how often, and the readiness checks the other parts register into."""
+    authenticator = build_authenticator(settings)
+    readiness = Readiness()
+    limiter = None
+    if settings.rate_limit_enabled:
+        limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
+        stack.push_async_callback(limiter.aclose)
+        if not settings.rate_limit_storage.startswith("memory"):
+            readiness.add("rate_limit_storage", limiter.readiness_check)
+    return authenticator, readiness, limiter
+
+
+async def open_receipts(
+    settings: Settings,
+    *,
+    databases: Databases,
+    policies: PolicySnapshot,
+    metrics: Metrics,
+    readiness: Readiness,
+    stack: AsyncExitStack,
+) -> tuple[Tracer, TrustService | None]:
+    """The trace store, its writer (drained before the databases close) and the trust panel."""
+    trace_store = None
+    if settings.trace_enabled:
+        trace_db = await open_database(databases, settings.trace_db_path)
+        trace_store = TraceStore(trace_db)
+        await trace_store.migrate()
+        readiness.add("trace_database", database_check(trace_db))
+    tracer = Tracer(
+        trace_store,
+        redact_pii=settings.memory_scrub_redact_pii,
+        flush_interval=settings.trace_flush_interval_ms / 1000,
+        queue_max=settings.trace_queue_max,
+        metrics=metrics,
+    )
+    await tracer.start()
+    stack.push_async_callback(tracer.stop)
+    if trace_store is None:
+        return tracer, None
+    trust = TrustService(
+        trace_store,
+        tracer,
+        policies,
+        max_events=settings.trust_panel_max_events,
+        max_value_chars=settings.trust_panel_max_value_chars,
+        debug=settings.trust_panel_debug,
+    )
+    return tracer, trust
+
+
 def lifespan_for(
     settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None
 ) -> LifespanFactory:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            authenticator = build_authenticator(settings)
-            readiness = Readiness()
-            limiter = None
-            if settings.rate_limit_enabled:
-                limiter = RateLimiter(settings.rate_limit, settings.rate_limit_storage)
-                stack.push_async_callback(limiter.aclose)
-                if not settings.rate_limit_storage.startswith("memory"):
-                    readiness.add("rate_limit_storage", limiter.readiness_check)
-
+            authenticator, readiness, limiter = open_guards(settings, stack)
             databases = Databases(
                 database_url=settings.database_url.get_secret_value(),
                 wal=settings.sqlite_wal_enabled,
                 pool_recycle=settings.db_pool_recycle,
             )
             stack.push_async_callback(databases.close)
+
+            # The policy files (agents, router policy, tool policy): validated, then frozen into
+            # the snapshot whose hash every receipt records.
             policies = PolicySnapshot()
-            # --- agents and the router policy: validated here, part of the snapshot ---
-            try:
+            with policy_errors():
                 routing_config = load_routing_config(settings)
-            except PolicyFileError as exc:
-                log.error("invalid policy file", extra={"error": str(exc)})
-                raise StartupError(str(exc)) from None
             register_policies(settings, policies)
+            register_tool_policy(policies, settings)
             policies.freeze()
 
-            trace_store = None
-            if settings.trace_enabled:
-                trace_db = await open_database(databases, settings.trace_db_path)
-                trace_store = TraceStore(trace_db)
-                await trace_store.migrate()
-                readiness.add("trace_database", database_check(trace_db))
-            tracer = Tracer(
-                trace_store,
-                redact_pii=settings.memory_scrub_redact_pii,
-                flush_interval=settings.trace_flush_interval_ms / 1000,
-                queue_max=settings.trace_queue_max,
-                metrics=metrics,
+            tracer, trust = await open_receipts(
+                settings, databases=databases, policies=policies, metrics=metrics, readiness=readiness, stack=stack
             )
-            await tracer.start()
-            stack.push_async_callback(tracer.stop)  # runs before the databases close: drains the queue
-            trust = None
-            if trace_store is not None:
-                trust = TrustService(
-                    trace_store,
-                    tracer,
-                    policies,
-                    max_events=settings.trust_panel_max_events,
-                    max_value_chars=settings.trust_panel_max_value_chars,
-                    debug=settings.trust_panel_debug,
-                )
+
+            # Tools: registry, tool policy, approvals, sandbox, the guarded runner.
+            approvals_db = await open_database(databases, settings.tool_approval_db_path)
+            tools = await open_tools(settings, approvals_db, policies, tracing=tracer.enabled)
+            stack.push_async_callback(tools.aclose)
+            tools.add_readiness(readiness, required=settings.tool_sandbox_required)
 
             provider, default_model = build_provider(settings)
             stack.push_async_callback(provider.aclose)
             if settings.llm_enabled:
                 readiness.add("provider", provider_check(provider))
-            # --- agents and routing: the agent stage always, the routing stage when enabled ---
+
+            # Agents and routing: the agent stage always, the routing stage in advanced mode.
+            with policy_errors():  # agents and rules may only name tools that exist
+                check_tool_names(routing_config, tools.registry.names())
             routing = await open_routing(
                 settings,
                 routing_config,
@@ -178,7 +228,7 @@ def lifespan_for(
                 provider=provider,
                 default_model=default_model,
                 policy_hash=policies.loaded_hash,
-                tool_runner=None,  # the ToolRunner (feature/tools) is passed here once merged
+                tool_runner=tools.runner,
             )
             orchestrator = Orchestrator(
                 provider=provider,
@@ -188,6 +238,10 @@ def lifespan_for(
                 policies=policies,
                 max_output_chars=settings.llm_max_output_chars,
                 stages=routing.stages,
+                # The gateway's own tools that the model calls run in this loop.
+                generator=ToolLoopGenerator(
+                    ProviderGenerator(provider), tools.runner, max_rounds=settings.max_tool_rounds
+                ),
             )
             app.state.orch = AppState(
                 settings=settings,
@@ -202,6 +256,7 @@ def lifespan_for(
                 trust=trust,
                 policies=policies,
                 routing=routing,
+                tools=tools,
             )
             if tracer_provider is not None:
                 stack.callback(tracer_provider.shutdown)
@@ -214,6 +269,7 @@ def lifespan_for(
                     "rate_limit": settings.rate_limit if limiter else None,
                     "database": databases.dialect,
                     "receipts": settings.trace_enabled,
+                    "mode": settings.orchestrator_mode,
                 },
             )
             stack.callback(flush_logs)  # on the way out, first: write the buffered access lines

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
 from app import __version__
-from app.api import agents, chat, echo, health, models, review, trust
+from app.api import agents, chat, echo, health, models, review, tools, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.lifespan import lifespan_for
@@ -55,11 +55,11 @@ def create_app(settings: Settings) -> FastAPI:
     mount_routes(
         app,
         [chat.route],
-        [models.router, health.router, echo.router, trust.router, agents.router, review.router],
+        [models.router, health.router, echo.router, trust.router, tools.router, agents.router, review.router],
     )
     install_openapi(
         app,
-        [*chat.MODELS, echo.EchoRequest, trust.AuditRequest, review.ResolveRequest],
+        [*chat.MODELS, echo.EchoRequest, trust.AuditRequest, review.ResolveRequest, *tools.MODELS],
         {chat.PATH: chat.OPENAPI},
     )
     return app
@@ -91,11 +91,18 @@ def check_policy_files(settings: Settings) -> None:
     (The lifespan loads them again for real; this only makes the failure a clean exit.)"""
     from app.policy_files import PolicyFileError
     from app.routing.setup import load_routing_config
+    from app.tools.policy import PolicyError
+    from app.tools.service import read_tool_policy
 
     try:
-        load_routing_config(settings)
+        load_routing_config(settings)  # its errors name the flag (ORCH_AGENT_DIR, ORCH_ROUTER_POLICY_PATH)
     except PolicyFileError as exc:
         raise ConfigError(f"invalid policy: {exc}") from None
+    if settings.tool_policy_path.exists():  # a missing tool policy denies every tool (docs/tools.md)
+        try:
+            read_tool_policy(settings)
+        except PolicyError as exc:
+            raise ConfigError(f"invalid policy: ORCH_TOOL_POLICY_PATH: {exc}") from None
 
 
 @functools.cache

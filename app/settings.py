@@ -22,6 +22,7 @@ SERVICE_ID = "orchestrators_v2"  # the `service` field of /health and /ready (wi
 POLICIES_DIR = Path(__file__).resolve().parents[1] / "policies"
 SHIPPED_AGENT_DIR = POLICIES_DIR / "agents"
 SHIPPED_ROUTER_POLICY = POLICIES_DIR / "router_policy.yaml"
+SHIPPED_TOOL_POLICY = POLICIES_DIR / "tool_policy.yaml"
 
 # Placeholder tokens that ship in example files; production refuses to start with any of them.
 PLACEHOLDER_TOKENS = frozenset(
@@ -41,6 +42,10 @@ PLACEHOLDER_TOKENS = frozenset(
 
 # Secret-valued flags: their values are never echoed in error messages.
 _SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
+_SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
+
+
+MAX_APPROVAL_TTL_SEC = 7 * 86_400  # an approval is for a call about to happen, not a standing grant
 
 
 def _csv(value: Any) -> Any:
@@ -153,6 +158,30 @@ class Settings(BaseSettings):
     intent_classifier_model: str = ""  # empty: the default model
     intent_hitl_enabled: bool = True
     intent_hitl_db_path: Path = Path("instance/hitl_queue.db")
+    # --- tools (issue 6): registry, tool policy, approvals, sandbox -------------------------
+    # The approver's bearer: the only credential that may approve tool calls, and it may do
+    # nothing else (separation of duties). Empty: approvals are refused.
+    approver_token: SecretStr = SecretStr("")
+    tool_policy_path: Path = SHIPPED_TOOL_POLICY
+    tool_policy_enforce: bool = True
+    policy_decisions_in_response: bool = False
+    tool_approval_enforce: bool = True
+    tool_approval_ttl_sec: int = Field(900, ge=1, le=MAX_APPROVAL_TTL_SEC)
+    tool_approval_db_path: Path = Path("instance/tool_approvals.db")
+    tool_output_max_chars: int = Field(4000, ge=100, le=1_000_000)
+    tool_output_scrub_enabled: bool = True
+    tool_web_search_enabled: bool = False
+    tool_web_search_url: str = "https://html.duckduckgo.com/html/"
+    tool_sandbox_enabled: bool = True
+    tool_sandbox_required: bool = True
+    sandbox_image: str = "orchestrators-sandbox:1"
+    sandbox_timeout_sec: float = Field(10.0, gt=0, le=300)
+    sandbox_memory_mb: int = Field(256, ge=32, le=65_536)
+    sandbox_cpu: float = Field(0.5, gt=0, le=64)
+    sandbox_pool_size: int = Field(2, ge=0, le=32)
+    # Docker endpoint (unix:///var/run/docker.sock, tcp://...); empty: DOCKER_HOST or the default socket.
+    sandbox_docker_url: str = ""
+    max_tool_rounds: int = Field(4, ge=1, le=32)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -226,12 +255,16 @@ class Settings(BaseSettings):
         return value
 
     # --- agents and routing: paths and flag combinations --------------------------------------
-    @field_validator("agent_dir", "router_policy_path", mode="before")
+    @field_validator("agent_dir", "router_policy_path", "tool_policy_path", mode="before")
     @classmethod
     def _shipped_policy(cls, value: Any, info: ValidationInfo) -> Any:
         # An empty value (as in .env.example) means the files shipped with the service.
         if value is None or (isinstance(value, str) and not value.strip()):
-            return SHIPPED_AGENT_DIR if info.field_name == "agent_dir" else SHIPPED_ROUTER_POLICY
+            return {
+                "agent_dir": SHIPPED_AGENT_DIR,
+                "router_policy_path": SHIPPED_ROUTER_POLICY,
+                "tool_policy_path": SHIPPED_TOOL_POLICY,
+            }[str(info.field_name)]
         return value
 
     @field_validator("agent_dir", "router_policy_path", "intent_cache_db_path", "intent_hitl_db_path")
@@ -251,6 +284,45 @@ class Settings(BaseSettings):
                 "ORCH_INTENT_ROUTER_ENABLED=1 routes only with ORCH_ORCHESTRATOR_MODE=advanced "
                 "(or set ORCH_INTENT_ROUTER_SHADOW=1 to observe it beside the basic path)"
             )
+        return self
+
+    # --- tools (issue 6) -------------------------------------------------------------------
+    @field_validator("tool_policy_path", "tool_approval_db_path")
+    @classmethod
+    def _absolute_tool_paths(cls, value: Path) -> Path:
+        return value if value.is_absolute() else Path.cwd() / value
+
+    @field_validator("tool_web_search_url")
+    @classmethod
+    def _check_search_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL with a host")
+        return value
+
+    @field_validator("sandbox_docker_url")
+    @classmethod
+    def _check_docker_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and urlsplit(value).scheme not in {"unix", "tcp", "http", "https", "ssh"}:
+            raise ValueError("expected unix:///path/to/docker.sock, tcp://host:port, http(s):// or ssh://")
+        return value
+
+    @model_validator(mode="after")
+    def _tools_guard(self) -> Settings:
+        approver = self.approver_token.get_secret_value()
+        if approver:
+            others = {
+                self.bearer_token.get_secret_value(),
+                *parse_principals(self.principals.get_secret_value()).values(),
+            }
+            if approver in others:
+                raise ValueError(
+                    "ORCH_APPROVER_TOKEN must differ from ORCH_BEARER_TOKEN and from every ORCH_PRINCIPALS token "
+                    "(whoever asks to run a tool must not be able to approve it)"
+                )
+            if self.env == "production" and (approver.strip().lower() in PLACEHOLDER_TOKENS or len(approver) < 16):
+                raise ValueError("ORCH_ENV=production refuses a placeholder or short ORCH_APPROVER_TOKEN")
         return self
 
     @model_validator(mode="after")

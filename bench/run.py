@@ -291,12 +291,63 @@ def scenario_routing(workdir: Path) -> None:
     subprocess.run([PYTHON, str(BENCH / "routing_latency.py"), "200"], check=True, cwd=ROOT)
 
 
+def scenario_sandbox(workdir: Path) -> None:
+    """Tools (issue 6): python_exec `print(1)` through the HTTP API and Docker, cold vs warm pool.
+
+    Each run is approved first (not timed), then executed; the figure is the execute request as a
+    caller sees it. Between warm runs the pool gets a moment to refill (one container per run).
+    """
+    import statistics
+
+    import httpx
+
+    approver = "bench-approver-token-0123456789"
+    runs = int(os.environ.get("BENCH_SANDBOX_RUNS", "20"))
+    print("\n== sandbox: python_exec print(1) via POST /v1/tools/execute (approved), ms")
+    print("{:<34} {:>8} {:>8} {:>8} {:>8}".format("configuration", "p50", "p90", "min", "max"))
+    for label, pool, pause in (
+        ("cold (ORCH_SANDBOX_POOL_SIZE=0)", "0", 0.0),
+        ("warm (ORCH_SANDBOX_POOL_SIZE=2)", "2", 0.5),
+    ):
+        port = free_port()
+        env = {
+            **SERVICE_ENV,
+            "ORCH_APPROVER_TOKEN": approver,
+            "ORCH_TOOL_POLICY_PATH": str(ROOT / "policies" / "tool_policy.yaml"),
+            "ORCH_TOOL_APPROVAL_DB_PATH": str(workdir / f"approvals-{pool}.db"),
+            "ORCH_TRACE_DB_PATH": str(workdir / f"trace-sandbox-{pool}.db"),
+            "ORCH_SANDBOX_POOL_SIZE": pool,
+        }
+        with serve(service_command(port), port, env, workdir / "sandbox.log"):
+            base = f"http://127.0.0.1:{port}"
+            caller = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
+            boss = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {approver}"}, timeout=60)
+            args = {"code": "print(1)"}
+            time.sleep(1.0)  # let the pool fill
+            timings = []
+            for _ in range(runs + 1):
+                token = boss.post("/v1/tools/approve", json={"name": "python_exec", "args": args}).json()["approval_id"]
+                started = time.perf_counter()
+                result = caller.post(
+                    "/v1/tools/execute", json={"name": "python_exec", "args": args, "approval_token": token}
+                ).json()["result"]
+                timings.append((time.perf_counter() - started) * 1000)
+                if result.get("status") != "ok":
+                    raise RuntimeError(f"python_exec failed: {result}")
+                time.sleep(pause)
+            timings = timings[1:]  # the first run pays for imports and connections
+            deciles = statistics.quantiles(timings, n=10)
+            p50, p90 = statistics.median(timings), deciles[8]
+            print(f"{label:<34} {p50:>8.1f} {p90:>8.1f} {min(timings):>8.1f} {max(timings):>8.1f}")
+
+
 SCENARIOS: dict[str, Callable[[Path], None]] = {
     "demo": scenario_demo,
     "relay": scenario_relay,
     "tracing": scenario_tracing,
     "store": scenario_store,
     "routing": scenario_routing,
+    "sandbox": scenario_sandbox,  # tools (issue 6)
 }
 
 

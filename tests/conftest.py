@@ -21,6 +21,7 @@ from app.main import create_app
 from app.settings import Settings
 
 TOKEN = "test-owner-token-0123456789"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
@@ -34,6 +35,11 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "trace_flush_interval_ms": 5,
         "rate_limit": "1000 per minute",
         "log_json": True,
+        # tools (issue 6): the repo's policy, approvals in tmp_path, no pre-started sandbox
+        # containers unless a test asks for them (every app would otherwise start a pool)
+        "tool_policy_path": ROOT / "policies" / "tool_policy.yaml",
+        "tool_approval_db_path": tmp_path / "tool_approvals.db",
+        "sandbox_pool_size": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

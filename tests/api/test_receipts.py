@@ -370,5 +370,6 @@ async def test_migrations_are_safe_to_run_twice(app_factory: Callable[..., FastA
         trace_id = await chat(client, state)
     async with panel(app_factory, backend) as (client, _):  # a restart on the same database
         assert (await verify(client, trace_id))["verified"]
-    rows = await backend.fetch("SELECT component, version FROM schema_migrations")
+    # (other stores, e.g. tool approvals, share the Postgres database and its migrations table)
+    rows = await backend.fetch("SELECT component, version FROM schema_migrations WHERE component = 'traces'")
     assert rows == [{"component": "traces", "version": 1}]

@@ -15,10 +15,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.auth import OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal
+from app.auth import OWNER_ID
 from app.lifespan import AppState, StartupError
 from app.providers.demo import DEMO_HEADER
-from tests.conftest import TOKEN, Backend, assert_envelope, running
+from tests.conftest import Backend, assert_envelope, running
 from tests.fakes.tools import RecordingToolRunner
 from tests.fakes.upstream import Reply, completion, fake_upstream
 
@@ -33,30 +33,17 @@ def ask(text: str, **extra: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": text}], **extra}
 
 
-def grant_roles(state: AppState) -> None:
-    """The tools branch adds ORCH_APPROVER_TOKEN; here the approver principal is built directly."""
-    caller = frozenset({ROLE_CALLER})
-    state.authenticator = Authenticator(
-        {
-            TOKEN: Principal(OWNER_ID, authenticated=True, roles=caller),
-            APPROVER_TOKEN: Principal("reviewer", authenticated=True, roles=caller | {ROLE_APPROVER}),
-            BOB_TOKEN: Principal("bob", authenticated=True, roles=caller),
-        },
-        required=True,
-    )
-
-
 @asynccontextmanager
 async def advanced(
     app_factory: Callable[..., FastAPI], **settings: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AppState, RecordingToolRunner]]:
+    settings = {"approver_token": APPROVER_TOKEN, "principals": f"bob={BOB_TOKEN}", **settings}
     app = app_factory(orchestrator_mode="advanced", **settings)
     async with running(app) as client:
         state: AppState = app.state.orch
         runner = RecordingToolRunner()
         assert state.routing.stage is not None
-        state.routing.stage.tool_runner = runner  # the real ToolRunner arrives with feature/tools
-        grant_roles(state)
+        state.routing.stage.tool_runner = runner  # a recording double: these tests are about routing
         yield client, state, runner
 
 
@@ -201,7 +188,7 @@ async def test_the_review_queue_end_to_end(
         done = await client.post(resolve, json={"route": "tool:echo", "note": "it is an echo"}, headers=APPROVER)
         assert done.status_code == 200, done.text
         assert done.json()["status"] == "resolved" and done.json()["resolution"] == "tool:echo"
-        assert done.json()["resolved_by"] == "reviewer" and done.json()["cached"] is True
+        assert done.json()["resolved_by"] == "approver" and done.json()["cached"] is True
         again = await client.post(resolve, json={"route": "provider"}, headers=APPROVER)
         assert assert_envelope(again, 409)["code"] == "review_not_pending"
 

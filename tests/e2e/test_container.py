@@ -52,6 +52,8 @@ def container() -> Iterator[str]:
 
 
 def test_the_image_serves_chat_as_an_unprivileged_user(container: str) -> None:
+    # ready without a Docker engine inside: only the sandboxed tools are unavailable
+    assert httpx.get(container + "/ready").status_code == 200
     client = openai.OpenAI(base_url=container + "/v1", api_key=TOKEN, max_retries=0)
     reply = client.chat.completions.create(model="orchestrators-demo", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content.startswith("[ORCHESTRATORS_V2 demo mode]")
