@@ -23,6 +23,7 @@ from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
+from app.orchestrator.tool_loop import approval_message
 from app.routing.intent import Decision, IntentRouter, signature
 from app.routing.policy import RoutedRequest
 from app.routing.review import ReviewService
@@ -237,8 +238,12 @@ class RoutingStage:
             return
         result = await self.tool_runner.run(name, dict(decision.params), principal=turn.ctx.principal, trace=turn.trace)
         turn.decisions.tool_result = result
-        turn.answer = format_result(name, result)
-        self._done(turn, decision, "tool", self._route_decision(decision, action="ran"))
+        if result.get("error") == "approval_required":
+            # Nothing ran: the answer names the approval request a person has to decide.
+            turn.answer, action = approval_message(result), "approval_required"
+        else:
+            turn.answer, action = format_result(name, result), "ran" if result.get("status") == "ok" else "failed"
+        self._done(turn, decision, "tool", self._route_decision(decision, action=action))
 
     async def _hold(self, turn: Turn, decision: Decision, request: RoutedRequest) -> None:
         if self.review is None:
