@@ -97,7 +97,7 @@ async def test_routed_builtins_run_for_real(app_factory: Callable[..., FastAPI],
     assert calc["tool_result"]["trace_id"] == calc["request_id"]
 
 
-async def test_a_routed_tool_the_policy_denies_does_not_run(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+async def test_a_routed_tool_the_policy_denies_never_runs(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
     deny_calc = "version: 1\nrules:\n  - id: no_calc\n    tools: [safe_calc]\n    action: deny\n    reason: no_math\n"
     policy = write_policy(tmp_path, deny_calc)
     async with advanced(app_factory, tmp_path, tool_policy_path=str(policy)) as (client, _):
