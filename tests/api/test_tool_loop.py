@@ -323,3 +323,28 @@ async def test_a_tool_the_turn_does_not_own_is_never_run(app_factory: Callable[.
     fed = [json.loads(m["content"]) for m in upstream.requests[1]["messages"] if m["role"] == "tool"]
     assert [f["error"] for f in fed] == ["unknown_tool:text_stats", "unknown_tool:rm_rf"]
     assert "tool_result" not in kinds and "policy_snapshot" not in kinds  # nothing reached the runner
+
+
+async def test_holly_offers_her_tools_and_the_gateway_runs_them(app_factory: Callable[..., FastAPI]) -> None:
+    """The shipped agent, not a test stage: Holly's prompt and tools reach the model, both ways."""
+    async with fake_upstream(
+        calls(call("safe_calc", {"expression": "6*7"})), says("6 * 7 = 42."), says("It is 42 again.")
+    ) as upstream:
+        values = {"llm_enabled": True, "llm_provider": "openai", "openai_base_url": upstream.url}
+        app = app_factory(model_chat="fake-model", **values)
+        async with running(app) as client:
+            agent_route = await client.post("/v1/agents/holly/chat", json={"messages": ASK["messages"]})
+            assert agent_route.status_code == 200, agent_route.text
+            body = agent_route.json()
+            assert body["agent"] == "Holly" and body["choices"][0]["message"]["content"] == "6 * 7 = 42."
+            assert body["tool_result"]["result"] == 42
+            # the OpenAI route addresses her too; she answers without a tool call this time
+            openai_route = await client.post(CHAT, json={**ASK, "model": "agent:holly"})
+            assert openai_route.status_code == 200, openai_route.text
+            assert openai_route.json()["choices"][0]["message"]["content"] == "It is 42 again."
+    first, second, third = upstream.requests
+    for request in (first, third):
+        assert request["messages"][0]["role"] == "system" and "You are Holly" in request["messages"][0]["content"]
+        assert offered(request) == ["safe_calc"]
+    assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "tool"]
+    assert json.loads(second["messages"][-1]["content"])["result"] == 42

@@ -88,6 +88,15 @@ def test_advanced_mode_routes_by_the_policy(advanced_server: LiveServer) -> None
     assert extra(mention)["agent"] == "Holly"
     route = extra(mention)["route_decision"]
     assert isinstance(route, dict) and route["rule"] == "agents.holly_mention"
+    calc = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "calculate 2 + 2"}])
+    assert calc.choices[0].message.content == "Tool [safe_calc] result: 4"
+    assert extra(calc)["tool_result"] == {
+        "status": "ok",
+        "tool": "safe_calc",
+        "result": 4,
+        "truncated": False,
+        "trace_id": calc.model_extra["request_id"],
+    }
     cats = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "I have 3 cats"}])
     assert (cats.choices[0].message.content or "").startswith(DEMO_HEADER)
     assert extra(cats)["tool_result"] is None
