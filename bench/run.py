@@ -271,14 +271,20 @@ def scenario_relay(workdir: Path) -> None:
 
 
 def scenario_tracing(workdir: Path) -> None:
-    """Receipts on vs off, same run (demo-mode chat, default guards)."""
-    results = []
-    for label, enabled in (("service, receipts off", "0"), ("service, receipts on", "1")):
-        port = free_port()
-        env = {**SERVICE_ENV, "ORCH_TRACE_ENABLED": enabled, "ORCH_TRACE_DB_PATH": str(workdir / f"trace-{enabled}.db")}
-        with serve(service_command(port), port, env, workdir / "tracing.log"):
-            results.append(measure(label, f"http://127.0.0.1:{port}/v1/chat/completions"))
-    print_results("receipts on vs off (demo chat); target: on costs <= 15% req/s at c=16", results, results[0])
+    """Receipts on vs off, same run: demo-mode chat, and chat relayed to the fast fake upstream."""
+    with fake_llm(workdir) as upstream:
+        for kind, base in (("demo chat", SERVICE_ENV), ("relayed chat", relay_env(upstream))):
+            results = []
+            for label, enabled in (("receipts off", "0"), ("receipts on", "1")):
+                port = free_port()
+                env = {
+                    **base,
+                    "ORCH_TRACE_ENABLED": enabled,
+                    "ORCH_TRACE_DB_PATH": str(workdir / f"trace-{enabled}.db"),
+                }
+                with serve(service_command(port), port, env, workdir / "tracing.log"):
+                    results.append(measure(f"service, {label}", f"http://127.0.0.1:{port}/v1/chat/completions"))
+            print_results(f"receipts on vs off ({kind}); target: on costs <= 15% req/s at c=16", results, results[0])
 
 
 def scenario_store(workdir: Path) -> None:

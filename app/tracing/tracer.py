@@ -33,6 +33,7 @@ from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 log = get_logger("tracing")
 
 MAX_BATCH_TRACES = 5000  # one transaction never grows past this many trace records
+PREPARE_SLICE = 32  # traces hashed between two yields to the event loop (~1 ms of work)
 WRITE_ATTEMPTS = 3  # a batch is tried this often before it is dropped (and counted)
 STORED_VALUE_MAX_CHARS = 4000  # receipts record decisions, not documents: long strings are capped
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
@@ -195,7 +196,12 @@ class Tracer:
                 await asyncio.sleep(self.flush_interval)
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH_TRACES))]
-                await self._write(self._prepare(batch))
+                prepared = _Prepared()
+                for start in range(0, len(batch), PREPARE_SLICE):
+                    if start:
+                        await asyncio.sleep(0)  # let requests run between slices: no long stall
+                    self._prepare(batch[start : start + PREPARE_SLICE], prepared)
+                await self._write(prepared)
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 if not waiter.done():
@@ -208,8 +214,8 @@ class Tracer:
         cleaned = scrub(value, pii=self.redact_pii, max_chars=STORED_VALUE_MAX_CHARS)
         return orjson.dumps(cleaned, option=_CANONICAL, default=str)
 
-    def _prepare(self, batch: list[_Record]) -> _Prepared:
-        prepared = _Prepared()
+    def _prepare(self, batch: list[_Record], prepared: _Prepared) -> None:
+        """Redact, sequence and hash ``batch`` (in queue order) into ``prepared``."""
         for record in batch:
             trace_id = record.trace_id
             chain = self._chains.pop(trace_id, None) or _Chain()
@@ -247,7 +253,6 @@ class Tracer:
                 prepared.finishes.append(finish)
             elif not record.ended:
                 self._chains[trace_id] = chain  # more to come
-        return prepared
 
     async def _write(self, prepared: _Prepared) -> None:
         assert self.store is not None
