@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -297,3 +298,22 @@ async def test_a_failed_chat_still_reports_the_memory_decision(app_factory: Call
             assert body["request_id"] and body["memory_decision"]["reason"] == "allow:explicit_intent"
             stored = (await client.get(MEMORY)).json()["data"]
             assert [e["id"] for e in stored] == [body["memory_decision"]["candidate_id"]]
+
+
+async def test_the_purge_task_runs_in_the_background_and_stops_at_shutdown(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    import asyncio
+
+    backend = Backend("sqlite", {"trace_db_path": tmp_path / "trace.db"})
+    async with memory_app(app_factory, backend, memory_purge_interval_sec=1) as (client, state):
+        gone = (await client.post(MEMORY, json={"content": "this memory will expire"})).json()["memory"]["id"]
+        await backend.execute("UPDATE memory_candidates SET expires_ts = 1 WHERE id = $1", gone)
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            if not await backend.fetch("SELECT id FROM memory_candidates"):
+                break
+        assert await backend.fetch("SELECT id FROM memory_candidates") == []
+        task = state.memory._purger
+        assert task is not None and not task.done()
+    assert task.done() and state.memory._purger is None
