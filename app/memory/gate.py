@@ -50,9 +50,44 @@ INTENT_PHRASES = (
     "keep in mind",
     "make a note",
 )
-# A phrase this close to the start is a lead-in ("Please remember that ...", "Hey, keep in mind:")
-# and is removed with what precedes it; further in, the text is kept whole.
-MAX_LEAD_IN_CHARS = 32
+# Before the phrase, only words like these make a lead-in ("Please remember that ...", "Hey, could
+# you keep in mind: ..."), removed with the phrase; any other word before it is content, and then
+# the text is kept whole ("The bins go out on Tuesday, keep in mind.").
+MAX_LEAD_IN_CHARS = 40
+_LEAD_IN_WORDS = frozenset(
+    [
+        "please",
+        "pls",
+        "plz",
+        "kindly",
+        "hey",
+        "hi",
+        "hello",
+        "ok",
+        "okay",
+        "so",
+        "and",
+        "also",
+        "oh",
+        "btw",
+        "now",
+        "just",
+        "can",
+        "could",
+        "would",
+        "will",
+        "you",
+        "u",
+        "i",
+        "want",
+        "need",
+        "to",
+        "for",
+        "me",
+        "us",
+    ]
+)
+_WORDS = re.compile(r"[^\W\d_]+|\d+")
 _LEAD_IN_TAIL = re.compile(r"^(?:\s+(?:of|about))?\s*[:\-\u2013\u2014,.]*\s*", re.IGNORECASE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
@@ -110,6 +145,8 @@ def strip_lead_in(text: str) -> str:
     """Remove a leading intent phrase (and a short lead-in before it) with its ``:``/``-`` tail."""
     found = find_intent(text)
     if found is None or found[0] > MAX_LEAD_IN_CHARS:
+        return text
+    if any(word not in _LEAD_IN_WORDS for word in _WORDS.findall(text[: found[0]].lower())):
         return text
     rest = text[found[1] :]
     return rest[_LEAD_IN_TAIL.match(rest).end() :]  # type: ignore[union-attr]  # the pattern always matches
