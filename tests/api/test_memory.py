@@ -317,3 +317,26 @@ async def test_the_purge_task_runs_in_the_background_and_stops_at_shutdown(
         task = state.memory._purger
         assert task is not None and not task.done()
     assert task.done() and state.memory._purger is None
+
+
+async def test_deleted_content_is_gone_from_the_sqlite_files(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    backend = Backend("sqlite", {"trace_db_path": tmp_path / "trace.db"})
+    marker = "Zanzibarquux"
+    async with memory_app(app_factory, backend, memory_db_path=tmp_path / "memory.db") as (client, _):
+        for n in range(30):
+            await client.post(MEMORY, json={"content": f"filler memory number {n} about gardening"})
+        one = (await client.post(MEMORY, json={"content": f"the {marker} project codename"})).json()["memory"]["id"]
+        many = [f"{marker} fact {n} for the forget-all route" for n in range(3)]
+        for text in many:
+            await client.post(MEMORY, json={"content": text}, headers={"X-Conversation-ID": "c9"})
+        stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("memory.db"))
+        assert marker.encode() in stored  # so that the check below means something
+        assert (await client.delete(f"{MEMORY}/{one}")).status_code == 200
+        assert (await client.delete(MEMORY)).json()["deleted"] == 33
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("memory.db")]
+        assert files
+        for path in files:
+            assert marker.encode() not in path.read_bytes(), path.name
+            assert marker.lower().encode() not in path.read_bytes(), path.name  # the FTS index's tokens
