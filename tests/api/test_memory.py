@@ -340,3 +340,19 @@ async def test_deleted_content_is_gone_from_the_sqlite_files(
         for path in files:
             assert marker.encode() not in path.read_bytes(), path.name
             assert marker.lower().encode() not in path.read_bytes(), path.name  # the FTS index's tokens
+
+
+async def test_the_agent_chat_route_goes_through_the_gate(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+    backend = Backend("sqlite", {"trace_db_path": tmp_path / "trace.db"})
+    async with memory_app(app_factory, backend) as (client, _):
+        response = await client.post(
+            "/v1/agents/holly/chat",
+            json=said("make a note: the printer is on floor 3"),
+            headers={"X-Conversation-ID": "k"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["agent"]
+        assert body["memory_decision"]["reason"] == "allow:explicit_intent"
+        [entry] = (await client.get(MEMORY)).json()["data"]
+    assert entry["content"] == "the printer is on floor 3" and entry["scope"] == "conversation:k"
