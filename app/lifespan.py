@@ -183,7 +183,7 @@ async def open_receipts(
 
 
 async def open_memory(
-    settings: Settings, *, databases: Databases, readiness: Readiness, stack: AsyncExitStack
+    settings: Settings, *, databases: Databases, readiness: Readiness, metrics: Metrics, stack: AsyncExitStack
 ) -> MemoryService:
     """The memory store (only when ORCH_MEMORY_ENABLED=1: no file is created otherwise) and its
     TTL purge task, stopped before the databases close."""
@@ -193,7 +193,7 @@ async def open_memory(
         store = MemoryStore(db, dedupe_window_seconds=settings.memory_dedupe_window_minutes * 60)
         await store.migrate()
         readiness.add("memory_database", database_check(db))
-    memory = MemoryService(store, settings)
+    memory = MemoryService(store, settings, metrics)
     await memory.start()
     stack.push_async_callback(memory.stop)
     return memory
@@ -250,7 +250,7 @@ def lifespan_for(
                 policy_hash=policies.loaded_hash,
                 tool_runner=tools.runner,
             )
-            memory = await open_memory(settings, databases=databases, readiness=readiness, stack=stack)
+            memory = await open_memory(settings, databases=databases, readiness=readiness, metrics=metrics, stack=stack)
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,

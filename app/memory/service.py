@@ -15,6 +15,7 @@ from app.memory.gate import (
     ALLOW_DEDUPE_UPDATE,
     DENY_ERROR,
     DENY_FEATURE_DISABLED,
+    REASONS,
     GateConfig,
     Verdict,
     candidate_id_hash,
@@ -23,6 +24,7 @@ from app.memory.gate import (
 )
 from app.memory.store import MemoryStore, StoredMemory, owner_hash
 from app.observability.logging import get_logger
+from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
 from app.settings import Settings
 from app.tracing.tracer import Trace
@@ -72,8 +74,15 @@ def gate_config(settings: Settings) -> GateConfig:
 class MemoryService:
     """Capture through the gate, recall, and the caller's right to see and erase."""
 
-    def __init__(self, store: MemoryStore | None, settings: Settings) -> None:
+    def __init__(self, store: MemoryStore | None, settings: Settings, metrics: Metrics | None = None) -> None:
         self.store = store
+        # Labels are the taxonomy (nine values); children are bound once, off the request path.
+        self._decided: dict[str, Any] = {}
+        self._purged: Any = None
+        if metrics is not None:
+            decisions = metrics.counter("orch_memory_decisions_total", "Memory gate decisions by reason.", ("reason",))
+            self._decided = {reason: decisions.labels(reason) for reason in REASONS}
+            self._purged = metrics.counter("orch_memory_purged_total", "Expired memories deleted by the purge task.")
         self.config = gate_config(settings)
         self.ttl_minutes = settings.memory_capture_ttl_minutes
         self.recall_enabled = settings.memory_recall_enabled and store is not None
@@ -122,6 +131,9 @@ class MemoryService:
         if outcome.candidate_id is not None:
             payload["candidate_id_hash"] = candidate_id_hash(outcome.candidate_id)
         trace.step("memory_decision", payload)
+        counter = self._decided.get(outcome.reason)
+        if counter is not None:
+            counter.inc()
 
     async def capture(
         self, text: str, *, principal: str, conversation_id: str | None, source: str, trace: Trace, explicit: bool
@@ -187,6 +199,8 @@ class MemoryService:
         if self.store is None:
             return 0
         purged = await self.store.purge_expired()
+        if purged and self._purged is not None:
+            self._purged.inc(purged)
         if purged:
             log.info("expired memories purged", extra={"count": purged})
         return purged

@@ -356,3 +356,19 @@ async def test_the_agent_chat_route_goes_through_the_gate(app_factory: Callable[
         assert body["memory_decision"]["reason"] == "allow:explicit_intent"
         [entry] = (await client.get(MEMORY)).json()["data"]
     assert entry["content"] == "the printer is on floor 3" and entry["scope"] == "conversation:k"
+
+
+async def test_decisions_and_purges_are_counted_in_metrics(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+    backend = Backend("sqlite", {"trace_db_path": tmp_path / "trace.db"})
+    async with memory_app(app_factory, backend) as (client, state):
+        await chat(client, "hello there, nothing to keep")
+        await chat(client, "remember that the bins go out on Tuesday")
+        await chat(client, "remember that the bins go out on Tuesday")
+        gone = (await client.post(MEMORY, json={"content": "this one expires now"})).json()["memory"]["id"]
+        await backend.execute("UPDATE memory_candidates SET expires_ts = 1 WHERE id = $1", gone)
+        assert await state.memory.purge_once() == 1
+        text = (await client.get("/metrics")).text
+    assert 'orch_memory_decisions_total{reason="deny:no_explicit_intent"} 1.0' in text
+    assert 'orch_memory_decisions_total{reason="allow:explicit_intent"} 2.0' in text
+    assert 'orch_memory_decisions_total{reason="allow:dedupe_update"} 1.0' in text
+    assert "orch_memory_purged_total 1.0" in text
