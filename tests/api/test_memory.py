@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from app.lifespan import AppState
@@ -372,3 +373,22 @@ async def test_decisions_and_purges_are_counted_in_metrics(app_factory: Callable
     assert 'orch_memory_decisions_total{reason="allow:explicit_intent"} 2.0' in text
     assert 'orch_memory_decisions_total{reason="allow:dedupe_update"} 1.0' in text
     assert "orch_memory_purged_total 1.0" in text
+
+
+async def test_a_broken_memory_database_is_deny_error_and_never_fails_the_chat(
+    app_factory: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = app_factory(**STRICT, memory_recall_enabled=True, trust_panel_enabled=True)
+    async with running(app) as client:
+        state: AppState = app.state.orch
+        assert state.memory.store is not None
+        await state.memory.store.db.close()  # the database goes away under the running service
+        body = await chat(client, "remember that the spare key is in the blue pot")
+        assert body["memory_decision"] == {"decision": "deny", "reason": "deny:error", "candidate_id": None}
+        assert body["choices"][0]["message"]["content"]  # the chat itself was answered
+        assert (await decision_step(client, state, body["request_id"]))["reason"] == "deny:error"
+        posted = await client.post(MEMORY, json={"content": "the spare key is in the blue pot"})
+        error = assert_envelope(posted, 500)
+        assert error["code"] == "memory_error" and posted.json()["memory_decision"]["reason"] == "deny:error"
+    logged = " ".join(str(record.__dict__) for record in caplog.records)
+    assert "memory capture failed" in logged and "blue pot" not in logged
