@@ -81,16 +81,19 @@ FILLER = st.text(
 
 @st.composite
 def message_with_secret(draw: st.DrawFn) -> tuple[str, str, str]:
-    """(message, secret, kind): a message that would be stored under ``strict`` but for the secret."""
+    """(message, secret, kind): a message with a secret, mostly one that would be stored under
+    ``strict`` but for the secret."""
     kind = draw(st.sampled_from(sorted(SECRET_KINDS)))
     secret = draw(SECRET_KINDS[kind])
     phrase = draw(st.sampled_from(INTENT_PHRASES))
     before, after = draw(FILLER), draw(FILLER)
-    layout = draw(st.integers(0, 2))
+    layout = draw(st.integers(0, 3))
     if layout == 0:
         message = f"{phrase}: {before} {secret} {after}"
     elif layout == 1:
         message = f"{before} {secret} {after}. Please {phrase}."
-    else:
+    elif layout == 2:
         message = f"{phrase.capitalize()} {before}\n{secret}\n{after}"
+    else:  # no intent phrase at all: still reported as sensitive
+        message = f"{before} {secret} {after}"
     return message, secret, kind

@@ -169,11 +169,13 @@ def decide(text: str, config: GateConfig, *, explicit: bool = False) -> Verdict:
     if config.write_policy == "off":
         return Verdict(DENY_POLICY_WRITE_DISABLED, explicit_intent=False)
     intent = explicit or find_intent(text) is not None
-    if config.write_policy == "strict" and not intent:
-        return Verdict(DENY_NO_EXPLICIT_INTENT, explicit_intent=False)
     # A message carrying a credential is refused whole: no "cleaned" part of it is kept either.
+    # Checked before the intent, so that such a message is always reported (and counted) as what
+    # it is, whatever else it lacks.
     if find_secret(text) is not None:
         return Verdict(DENY_SENSITIVE_CONTENT, explicit_intent=intent)
+    if config.write_policy == "strict" and not intent:
+        return Verdict(DENY_NO_EXPLICIT_INTENT, explicit_intent=False)
     cleaned = normalise(text)
     if intent:
         cleaned = normalise(strip_lead_in(cleaned))

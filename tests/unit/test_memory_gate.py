@@ -43,6 +43,7 @@ CAPTURE = GateConfig(
         (STRICT, "just chatting about the weather", "deny:no_explicit_intent", None),
         (STRICT, "Remember this: ok", "deny:scrubbed_too_short", None),
         (STRICT, "remember that sk-" + "a" * 24, "deny:sensitive_content", None),
+        (STRICT, "my key is sk-" + "a" * 24, "deny:sensitive_content", None),  # no phrase: still reported
         (STRICT, "Remember that:  the  wifi\x00name is\tBlueFox ", "allow:explicit_intent", "the wifi name is BlueFox"),
         (
             STRICT,
