@@ -50,6 +50,7 @@ INTENT_PHRASES = (
     "keep in mind",
     "make a note",
 )
+_INTENT = re.compile("|".join(re.escape(phrase) for phrase in INTENT_PHRASES))  # leftmost match wins
 # Before the phrase, only words like these make a lead-in ("Please remember that ...", "Hey, could
 # you keep in mind: ..."), removed with the phrase; any other word before it is content, and then
 # the text is kept whole ("The bins go out on Tuesday, keep in mind.").
@@ -132,13 +133,8 @@ def normalise(text: str) -> str:
 
 def find_intent(text: str) -> tuple[int, int] | None:
     """Where the first explicit-intent phrase is (start, end), case-insensitively, or None."""
-    lowered = text.lower().translate(_APOSTROPHES)
-    best: tuple[int, int] | None = None
-    for phrase in INTENT_PHRASES:
-        at = lowered.find(phrase)
-        if at >= 0 and (best is None or at < best[0]):
-            best = (at, at + len(phrase))
-    return best
+    found = _INTENT.search(text.lower().translate(_APOSTROPHES))
+    return found.span() if found else None
 
 
 def strip_lead_in(text: str) -> str:
