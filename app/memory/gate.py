@@ -51,6 +51,10 @@ INTENT_PHRASES = (
     "make a note",
 )
 _INTENT = re.compile("|".join(re.escape(phrase) for phrase in INTENT_PHRASES))  # leftmost match wins
+# "remember ..." right after one of these words is the speaker talking about their own memory
+# ("I remember that", "we can't remember this"), not asking the assistant to keep something.
+_NOT_A_REQUEST = frozenset({"i", "we", "they", "he", "she", "not", "never", "cannot", "dont", "cant"})
+_LAST_WORD = re.compile(r"([a-z']+)\W*$")
 # Before the phrase, only words like these make a lead-in ("Please remember that ...", "Hey, could
 # you keep in mind: ..."), removed with the phrase; any other word before it is content, and then
 # the text is kept whole ("The bins go out on Tuesday, keep in mind.").
@@ -133,8 +137,14 @@ def normalise(text: str) -> str:
 
 def find_intent(text: str) -> tuple[int, int] | None:
     """Where the first explicit-intent phrase is (start, end), case-insensitively, or None."""
-    found = _INTENT.search(text.lower().translate(_APOSTROPHES))
-    return found.span() if found else None
+    lowered = text.lower().translate(_APOSTROPHES)
+    for found in _INTENT.finditer(lowered):
+        if found.group().startswith("remember"):
+            before = _LAST_WORD.search(lowered, 0, found.start())
+            if before is not None and (before.group(1) in _NOT_A_REQUEST or before.group(1).endswith("n't")):
+                continue  # "I remember that ...", "I can't remember this ...": talk, not a request
+        return found.span()
+    return None
 
 
 def strip_lead_in(text: str) -> str:
