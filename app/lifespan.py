@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
+from app.memory.service import MemoryService, MemoryStage
+from app.memory.store import MemoryStore
 from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Orchestrator, ProviderGenerator
@@ -58,6 +60,7 @@ class AppState:
     policies: PolicySnapshot
     routing: Routing  # agents, the router, the review queue (issue 7)
     tools: Tools  # issue 6: registry, tool policy, approvals, sandbox, the guarded runner
+    memory: MemoryService  # issue 5: the memory gate, recall, the caller's entries
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -179,6 +182,23 @@ async def open_receipts(
     return tracer, trust
 
 
+async def open_memory(
+    settings: Settings, *, databases: Databases, readiness: Readiness, metrics: Metrics, stack: AsyncExitStack
+) -> MemoryService:
+    """The memory store (only when ORCH_MEMORY_ENABLED=1: no file is created otherwise) and its
+    TTL purge task, stopped before the databases close."""
+    store = None
+    if settings.memory_enabled:
+        db = await open_database(databases, settings.memory_db_path)
+        store = MemoryStore(db, dedupe_window_seconds=settings.memory_dedupe_window_minutes * 60)
+        await store.migrate()
+        readiness.add("memory_database", database_check(db))
+    memory = MemoryService(store, settings, metrics)
+    await memory.start()
+    stack.push_async_callback(memory.stop)
+    return memory
+
+
 def lifespan_for(
     settings: Settings, metrics: Metrics, tracer_provider: TracerProvider | None = None
 ) -> LifespanFactory:
@@ -230,6 +250,7 @@ def lifespan_for(
                 policy_hash=policies.loaded_hash,
                 tool_runner=tools.runner,
             )
+            memory = await open_memory(settings, databases=databases, readiness=readiness, metrics=metrics, stack=stack)
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,
@@ -237,7 +258,7 @@ def lifespan_for(
                 tracer=tracer,
                 policies=policies,
                 max_output_chars=settings.llm_max_output_chars,
-                stages=routing.stages,
+                stages=[MemoryStage(memory), *routing.stages],  # the memory gate first
                 # The gateway's own tools that the model calls run in this loop.
                 generator=ToolLoopGenerator(
                     ProviderGenerator(provider), tools.runner, max_rounds=settings.max_tool_rounds
@@ -257,6 +278,7 @@ def lifespan_for(
                 policies=policies,
                 routing=routing,
                 tools=tools,
+                memory=memory,
             )
             if tracer_provider is not None:
                 stack.callback(tracer_provider.shutdown)
@@ -270,6 +292,7 @@ def lifespan_for(
                     "database": databases.dialect,
                     "receipts": settings.trace_enabled,
                     "mode": settings.orchestrator_mode,
+                    "memory": settings.memory_enabled,
                 },
             )
             stack.callback(flush_logs)  # on the way out, first: write the buffered access lines

@@ -13,7 +13,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
 from app import __version__
-from app.api import agents, chat, echo, health, models, review, tools, trust
+from app.api import agents, chat, echo, health, memory, models, review, tools, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.lifespan import lifespan_for
@@ -55,11 +55,27 @@ def create_app(settings: Settings) -> FastAPI:
     mount_routes(
         app,
         [chat.route],
-        [models.router, health.router, echo.router, trust.router, tools.router, agents.router, review.router],
+        [
+            models.router,
+            health.router,
+            echo.router,
+            trust.router,
+            tools.router,
+            agents.router,
+            review.router,
+            memory.router,
+        ],
     )
     install_openapi(
         app,
-        [*chat.MODELS, echo.EchoRequest, trust.AuditRequest, review.ResolveRequest, *tools.MODELS],
+        [
+            *chat.MODELS,
+            echo.EchoRequest,
+            trust.AuditRequest,
+            review.ResolveRequest,
+            *tools.MODELS,
+            memory.MemoryCreateRequest,
+        ],
         {chat.PATH: chat.OPENAPI},
     )
     return app

@@ -46,6 +46,8 @@ _SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
 
 
 MAX_APPROVAL_TTL_SEC = 7 * 86_400  # an approval is for a call about to happen, not a standing grant
+MAX_MEMORY_TTL_MINUTES = 10 * 525_600  # ten years: an upper bound that still catches a typo of units
+MEMORY_MIN_CHARS_FLOOR = 20  # a smaller cap could not hold any memory worth keeping
 
 
 def _csv(value: Any) -> Any:
@@ -183,6 +185,23 @@ class Settings(BaseSettings):
     sandbox_docker_url: str = ""
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
+    # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
+    memory_enabled: bool = False
+    memory_capture_enabled: bool = False
+    # off: nothing is stored; strict: only messages with an explicit intent phrase
+    # ("remember this", ...); capture_only: every message long enough (after scrubbing).
+    memory_write_policy: Literal["off", "strict", "capture_only"] = "off"
+    memory_capture_ttl_minutes: int = Field(180, ge=1, le=MAX_MEMORY_TTL_MINUTES)
+    memory_db_path: Path = Path("instance/memory.db")
+    memory_max_chars: int = Field(500, ge=MEMORY_MIN_CHARS_FLOOR, le=20_000)  # stored memories are cut here
+    memory_min_chars: int = Field(10, ge=1, le=1000)  # shorter (after scrubbing) is deny:scrubbed_too_short
+    # Same content seen again within this window updates the entry instead of adding one.
+    memory_dedupe_window_minutes: int = Field(1440, ge=0, le=MAX_MEMORY_TTL_MINUTES)
+    memory_recall_enabled: bool = False
+    memory_recall_max_items: int = Field(5, ge=1, le=50)
+    memory_recall_max_chars: int = Field(1000, ge=50, le=20_000)
+    memory_purge_interval_sec: float = Field(300.0, ge=1, le=86_400)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
@@ -291,6 +310,22 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_tool_paths(cls, value: Path) -> Path:
         return value if value.is_absolute() else Path.cwd() / value
+
+    @field_validator("memory_db_path")
+    @classmethod
+    def _absolute_memory_path(cls, value: Path) -> Path:
+        return value if value.is_absolute() else Path.cwd() / value
+
+    @field_validator("memory_write_policy", mode="before")
+    @classmethod
+    def _lower_policy(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _memory_modes(self) -> Settings:
+        if self.memory_min_chars > self.memory_max_chars:
+            raise ValueError("ORCH_MEMORY_MIN_CHARS must not exceed ORCH_MEMORY_MAX_CHARS")
+        return self
 
     @field_validator("tool_web_search_url")
     @classmethod

@@ -297,6 +297,39 @@ def scenario_routing(workdir: Path) -> None:
     subprocess.run([PYTHON, str(BENCH / "routing_latency.py"), "200"], check=True, cwd=ROOT)
 
 
+def scenario_memory(workdir: Path) -> None:
+    """The memory gate (issue 5): demo chat with memory off vs on (strict) vs on with recall, same
+    run; then recall latency at 10,000 memories for one user, in process, on SQLite."""
+    results = []
+    on = {"ORCH_MEMORY_ENABLED": "1", "ORCH_MEMORY_CAPTURE_ENABLED": "1", "ORCH_MEMORY_WRITE_POLICY": "strict"}
+    # Off and strict alternate, twice: on a shared VM the run-to-run spread is as large as the
+    # difference measured; compare the means.
+    variants = (
+        ("service, memory off", {}),
+        ("service, memory on (strict)", on),
+        ("service, memory off (again)", {}),
+        ("service, memory on (strict, again)", on),
+        ("service, strict + recall", {**on, "ORCH_MEMORY_RECALL_ENABLED": "1"}),
+    )
+    for n, (label, extra) in enumerate(variants):
+        port = free_port()
+        # Each variant its own fresh files: a trace database grown by the previous variant would
+        # slow the next one's receipt writes.
+        env = {
+            **SERVICE_ENV,
+            "ORCH_MEMORY_DB_PATH": str(workdir / f"memory-{n}.db"),
+            "ORCH_TRACE_DB_PATH": str(workdir / f"trace-memory-{n}.db"),
+            "ORCH_TOOL_APPROVAL_DB_PATH": str(workdir / f"approvals-memory-{n}.db"),
+            **extra,
+        }
+        with serve(service_command(port), port, env, workdir / "memory.log"):
+            results.append(measure(label, f"http://127.0.0.1:{port}/v1/chat/completions"))
+    print_results("memory gate on (strict) vs off (demo chat); target: on costs <= 10% req/s", results, results[0])
+    off, strict = (results[0].rps16 + results[2].rps16) / 2, (results[1].rps16 + results[3].rps16) / 2
+    print(f"mean c=16: off {off:.0f} req/s, strict {strict:.0f} req/s, ratio {strict / off:.2f}")
+    subprocess.run([PYTHON, str(BENCH / "memory_recall_latency.py"), "10000"], check=True, cwd=ROOT)
+
+
 def scenario_sandbox(workdir: Path) -> None:
     """Tools (issue 6): python_exec `print(1)` through the HTTP API and Docker, cold vs warm pool.
 
@@ -354,6 +387,7 @@ SCENARIOS: dict[str, Callable[[Path], None]] = {
     "store": scenario_store,
     "routing": scenario_routing,
     "sandbox": scenario_sandbox,  # tools (issue 6)
+    "memory": scenario_memory,  # the memory gate (issue 5)
 }
 
 

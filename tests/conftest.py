@@ -40,6 +40,7 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "tool_policy_path": ROOT / "policies" / "tool_policy.yaml",
         "tool_approval_db_path": tmp_path / "tool_approvals.db",
         "sandbox_pool_size": 0,
+        "memory_db_path": tmp_path / "memory.db",  # memory (issue 5), used only when enabled
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -23,7 +23,8 @@ def apply_agent(turn: Turn, agent: Agent, *, reason: str) -> None:
     """Give the turn the agent's system prompt, tools and model, and record it in the receipt."""
     messages: list[dict[str, Any]] = turn.request.messages
     if agent.replace_system_prompt:
-        messages = [m for m in messages if m.get("role") not in _SYSTEM_ROLES]
+        # The memory gate's recall message is the gateway's own, not the caller's prompt: it stays.
+        messages = [m for m in messages if m.get("role") not in _SYSTEM_ROLES or m is turn.memory_message]
     # A new list: the caller's request object is never changed in place.
     turn.request.messages = [{"role": "system", "content": agent.system_prompt}, *messages]
     turn.gateway_tools = list(agent.tools)

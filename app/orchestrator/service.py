@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +84,12 @@ class Turn:
     # Tools the gateway itself runs when the model calls them (an agent's tools); the caller's own
     # `tools` in the request are passed through to the caller untouched.
     gateway_tools: list[str] = field(default_factory=list)
+    # The memory gate's recall message, if any: an agent that replaces system prompts keeps it.
+    memory_message: dict[str, Any] | None = None
+    # Run once every stage has accepted the request (a memory is written only then) ...
+    after_stages: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # ... or, when a stage refused it, instead of those.
+    on_abort: list[Callable[[], None]] = field(default_factory=list)
 
     @property
     def stream(self) -> bool:
@@ -184,6 +190,8 @@ class Orchestrator:
     async def _prepare(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> Turn:
         """Open the receipt and run the stages. On failure the receipt records it and ends."""
         trace = self._open_trace(chat, ctx)
+        decisions = Decisions(request_id=trace.id)
+        turn: Turn | None = None
         try:
             options = {key: value for key, value in raw.items() if key not in _GATEWAY_FIELDS}
             request = ProviderRequest(
@@ -192,25 +200,34 @@ class Orchestrator:
                 options=options,
                 include_usage=bool(chat.stream_options and chat.stream_options.include_usage),
             )
-            turn = Turn(chat=chat, ctx=ctx, trace=trace, request=request, decisions=Decisions(request_id=trace.id))
+            turn = Turn(chat=chat, ctx=ctx, trace=trace, request=request, decisions=decisions)
             for stage in self.stages:
                 await stage.run(turn)
                 if turn.answer is not None:
                     break
+            hooks, turn.after_stages, turn.on_abort = turn.after_stages, [], []
+            for hook in hooks:
+                await hook()
+            return turn
         except BaseException as exc:
-            self._failed(trace, exc)
+            if turn is not None:
+                for abort in turn.on_abort:
+                    abort()
+            self._failed(trace, exc, decisions)
             trace.end()
             raise
-        return turn
 
     @staticmethod
-    def _failed(trace: Trace, error: BaseException) -> None:
-        """Record the failure in the receipt, and tell the caller which receipt it is."""
+    def _failed(trace: Trace, error: BaseException, decisions: Decisions | None = None) -> None:
+        """Record the failure in the receipt, and tell the caller which receipt it is (and what the
+        memory gate decided: a memory may be stored even when the model then failed)."""
         if isinstance(error, OrchestratorError):
             trace.step(
                 "error", {"status": error.status, "type": error.type, "code": error.code, "message": error.message}
             )
             error.extra.setdefault("request_id", trace.id)
+            if decisions is not None and decisions.memory_decision is not None:
+                error.extra.setdefault("memory_decision", decisions.memory_decision)
         elif isinstance(error, Exception):
             trace.step("error", {"status": 500, "type": "internal_error", "code": type(error).__name__})
 
@@ -267,7 +284,7 @@ class Orchestrator:
                     ),
                 )
         except BaseException as exc:
-            self._failed(trace, exc)
+            self._failed(trace, exc, turn.decisions)
             raise
         finally:
             trace.end()
@@ -304,7 +321,7 @@ class Orchestrator:
             pieces = aiter(self.generator.stream(turn))
             first = await anext(pieces, None)
         except BaseException as exc:
-            self._failed(trace, exc)
+            self._failed(trace, exc, turn.decisions)
             trace.end()
             raise
         first_piece_ms = round((time.perf_counter() - started) * 1000, 3)

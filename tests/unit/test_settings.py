@@ -26,6 +26,14 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.rate_limit == "60 per minute" and settings.rate_limit_storage == "memory://"
     assert settings.max_request_bytes == 1_048_576
     assert not settings.otel_enabled
+    assert not settings.memory_enabled and not settings.memory_capture_enabled and not settings.memory_recall_enabled
+    assert settings.memory_write_policy == "off"
+
+
+def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="600", ORCH_MEMORY_MAX_CHARS="500")
+    assert "ORCH_MEMORY_MIN_CHARS" in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -42,6 +50,12 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
         ("ORCH_ENV", "staging", "ORCH_ENV='staging'"),
         ("ORCH_TRUSTED_PROXIES", "not-an-ip", "ORCH_TRUSTED_PROXIES"),
         ("ORCH_OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://x", "ORCH_OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ("ORCH_MEMORY_WRITE_POLICY", "always", "ORCH_MEMORY_WRITE_POLICY='always'"),
+        ("ORCH_MEMORY_ENABLED", "sometimes", "ORCH_MEMORY_ENABLED='sometimes'"),
+        ("ORCH_MEMORY_CAPTURE_TTL_MINUTES", "0", "ORCH_MEMORY_CAPTURE_TTL_MINUTES='0'"),
+        ("ORCH_MEMORY_MAX_CHARS", "5", "ORCH_MEMORY_MAX_CHARS='5'"),
+        ("ORCH_MEMORY_RECALL_MAX_ITEMS", "0", "ORCH_MEMORY_RECALL_MAX_ITEMS='0'"),
+        ("ORCH_MEMORY_PURGE_INTERVAL_SEC", "0", "ORCH_MEMORY_PURGE_INTERVAL_SEC='0'"),
     ],
 )
 def test_a_bad_value_names_the_flag_and_the_value(
