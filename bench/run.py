@@ -196,12 +196,18 @@ def scenario_demo(workdir: Path) -> None:
         port,
     ):
         floor = measure("bare starlette (canned)", f"http://127.0.0.1:{port}/v1/chat/completions")
-    port = free_port()
-    with serve(service_command(port), port, SERVICE_ENV, workdir / "demo.log"):
-        service = measure("service demo chat", f"http://127.0.0.1:{port}/v1/chat/completions")
+    services = []
+    # The foundation's guards (the target's configuration), then everything the defaults turn on.
+    for label, env in (
+        ("service demo chat", {**SERVICE_ENV, "ORCH_TRACE_ENABLED": "0"}),
+        ("  + receipts (defaults)", SERVICE_ENV),
+    ):
+        port = free_port()
+        with serve(service_command(port), port, env, workdir / "demo.log"):
+            services.append(measure(label, f"http://127.0.0.1:{port}/v1/chat/completions"))
     print_results(
         "demo-mode chat (auth, rate limit, metrics, JSON logs) vs bare app; target ratio >= 0.25",
-        [floor, service],
+        [floor, *services],
         floor,
     )
 
