@@ -91,6 +91,11 @@ class MemoryService:
         self.purge_interval = settings.memory_purge_interval_sec
         self._purger: asyncio.Task[None] | None = None
 
+    def request_fields(self) -> dict[str, str]:
+        """With memory off every chat's decision is ``deny:feature_disabled``: the receipt records
+        it on the request step (``memory_decision``) rather than in a step of its own."""
+        return {} if self.config.enabled else {"memory_decision": DENY_FEATURE_DISABLED}
+
     # --- capture ---------------------------------------------------------------------------
     async def store_verdict(
         self, verdict: Verdict, *, principal: str, conversation_id: str | None, source: str

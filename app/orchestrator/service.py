@@ -148,6 +148,7 @@ class Orchestrator:
         max_output_chars: int = 0,
         stages: Sequence[Stage] = (),
         generator: Generator | None = None,
+        request_fields: Mapping[str, Any] | None = None,
     ) -> None:
         self.provider = provider
         self.tracer = tracer
@@ -157,6 +158,9 @@ class Orchestrator:
         self.max_output_chars = max_output_chars  # <= 0: unlimited
         self.stages = list(stages)
         self.generator: Generator = generator or ProviderGenerator(provider)
+        # Decisions that are the same for every request (the memory gate when memory is off) are
+        # recorded on the request step: the receipt has them without a row of their own.
+        self.request_fields = dict(request_fields or {})
         self._models: list[ModelCard] | None = None
         self._models_at = 0.0
 
@@ -180,7 +184,7 @@ class Orchestrator:
     def _open_trace(self, chat: ChatCompletionRequest, ctx: CallContext) -> Trace:
         # The policy snapshot hash rides on the request step: one row less per request. (A tool
         # execution records its own `policy_snapshot` step with the decision.)
-        extra: dict[str, Any] = {"policy_hash": self.policies.loaded_hash}
+        extra: dict[str, Any] = {"policy_hash": self.policies.loaded_hash, **self.request_fields}
         if ctx.agent:
             extra["agent"] = ctx.agent
         return self.tracer.begin(

@@ -63,10 +63,15 @@ async def chat(client: httpx.AsyncClient, text: str, **headers: str) -> dict[str
 async def test_off_by_default_every_chat_says_feature_disabled_and_routes_answer_503(
     app_factory: Callable[..., FastAPI],
 ) -> None:
-    app = app_factory()
+    app = app_factory(trust_panel_enabled=True)
     async with running(app) as client:
         body = await chat(client, "remember that deployments happen on Fridays")
         assert body["memory_decision"] == {"decision": "deny", "reason": "deny:feature_disabled", "candidate_id": None}
+        # the receipt has the decision too, on the request step (no row of its own for a constant)
+        recorded = await steps(client, app.state.orch, body["request_id"])
+        assert recorded[0]["step_type"] == "request"
+        assert recorded[0]["payload"]["memory_decision"] == "deny:feature_disabled"
+        assert "memory_decision" not in [s["step_type"] for s in recorded]
         for method, path in (("GET", MEMORY), ("POST", MEMORY), ("DELETE", MEMORY), ("GET", MEMORY + "/x")):
             response = await client.request(method, path, json={"content": "x"} if method == "POST" else None)
             error = assert_envelope(response, 503)

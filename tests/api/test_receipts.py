@@ -56,7 +56,13 @@ async def test_a_chat_leaves_an_ordered_chained_receipt(app_factory: Callable[..
     assert [s["seq"] for s in report["steps"]] == [1, 2]
     request, provider = (s["payload"] for s in report["steps"])
     policy_hash = request.pop("policy_hash")
-    assert request == {"route": CHAT, "stream": False, "principal": "owner", "request_id": "caller-req-7"}
+    assert request == {
+        "route": CHAT,
+        "stream": False,
+        "principal": "owner",
+        "request_id": "caller-req-7",
+        "memory_decision": "deny:feature_disabled",  # memory is off: the decision rides on this step
+    }
     assert len(policy_hash) == 64
     assert provider["provider"] == "demo" and provider["attempts"] == 1 and provider["truncated"] is False
     assert provider["latency_ms"] >= 0 and provider["usage"]["total_tokens"] > 0
