@@ -128,9 +128,12 @@ def redact_pii(text: str) -> tuple[str, int]:
 
 # Receipts repeat the same short strings (routes, providers, models, principals): remember the
 # verdict for those. Bounded: cleared when full.
-_MEMO: dict[tuple[str, bool], tuple[str, int]] = {}
+_MEMOS: dict[bool, dict[str, tuple[str, int]]] = {True: {}, False: {}}  # by the pii flag
 _MEMO_MAX_ENTRIES = 4096
 _MEMO_MAX_CHARS = 80
+# Dict keys repeat even more (receipt payloads use a few dozen): whether each is a sensitive one.
+_KEY_VERDICTS: dict[str, bool] = {}
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def _redact_text(text: str, *, pii: bool) -> tuple[str, int]:
@@ -151,12 +154,13 @@ def redact_text(text: str, *, pii: bool) -> tuple[str, int]:
     if len(text) < _MIN_SENSITIVE_CHARS or (len(text) in (32, 36) and _ID_SHAPE.fullmatch(text)):
         return text, 0
     if len(text) <= _MEMO_MAX_CHARS:
-        known = _MEMO.get((text, pii))
+        memo = _MEMOS[pii]
+        known = memo.get(text)
         if known is None:
             known = _redact_text(text, pii=pii)
-            if len(_MEMO) >= _MEMO_MAX_ENTRIES:
-                _MEMO.clear()
-            _MEMO[(text, pii)] = known
+            if len(memo) >= _MEMO_MAX_ENTRIES:
+                memo.clear()
+            memo[text] = known
         return known
     return _redact_text(text, pii=pii)
 
@@ -215,9 +219,17 @@ def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
-            if type(key) is str and key.lower() in SENSITIVE_KEYS and item not in (None, "", [], {}):
+            if type(key) is str:
+                sensitive = _KEY_VERDICTS.get(key)
+                if sensitive is None:
+                    sensitive = key.lower() in SENSITIVE_KEYS
+                    if len(_KEY_VERDICTS) < _MEMO_MAX_ENTRIES:
+                        _KEY_VERDICTS[key] = sensitive
+            else:
+                sensitive = False
+            if sensitive and item not in (None, "", [], {}):
                 cleaned: Any = REDACTED
-            elif type(item) in (int, float, bool) or item is None:
+            elif type(item) in _SCALARS:
                 continue
             else:
                 cleaned = scrub(item, pii=pii, max_chars=max_chars)
