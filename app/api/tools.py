@@ -7,6 +7,7 @@ every caller route (separation of duties).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -236,6 +237,26 @@ async def _optional_body(request: Request) -> dict[str, Any]:
     return await read_json_object(request) if raw.strip() else {}
 
 
+async def _decide(
+    state: AppState,
+    approver: Principal,
+    request: Request,
+    route: str,
+    decision: Awaitable[Approval],
+    *,
+    allowed: str,
+) -> dict[str, Any]:
+    """Apply a person's decision (the store checks existence and state atomically) and record it."""
+    try:
+        approval = await decision
+    except KeyError as exc:
+        raise NotFound(f"No approval {exc.args[0]!r}.", param="approval_id", code="unknown_approval") from None
+    except ApprovalConflict as exc:
+        raise _conflict(exc, allowed) from None
+    _record_decision(state, approver, request, route, approval)
+    return approval.listed()
+
+
 @router.post(
     "/approvals/{approval_id}/approve",
     summary="Approve a pending request (approver only)",
@@ -246,15 +267,9 @@ async def approve_pending(
 ) -> dict[str, Any]:
     """pending -> approved, usable once until ``ttl_seconds`` from now (by the caller who asked)."""
     body = validate(ApprovalDecisionRequest, await _optional_body(request))
-    await _approval(state, approval_id)
-    try:
-        approval = await state.tools.approvals.approve(approval_id, approver=approver.id, ttl=body.ttl_seconds)
-    except KeyError:
-        raise NotFound(f"No approval {approval_id!r}.", param="approval_id", code="unknown_approval") from None
-    except ApprovalConflict as exc:
-        raise _conflict(exc, "a pending request can be approved") from None
-    _record_decision(state, approver, request, "/v1/tools/approvals/{approval_id}/approve", approval)
-    return approval.listed()
+    decision = state.tools.approvals.approve(approval_id, approver=approver.id, ttl=body.ttl_seconds)
+    route = "/v1/tools/approvals/{approval_id}/approve"
+    return await _decide(state, approver, request, route, decision, allowed="a pending request can be approved")
 
 
 @router.post(
@@ -264,15 +279,11 @@ async def approve_pending(
 )
 async def deny(request: Request, state: StateDep, approver: ApproverDep, approval_id: ApprovalIdPath) -> dict[str, Any]:
     body = validate(ApprovalDenyRequest, await _optional_body(request))
-    await _approval(state, approval_id)
-    try:
-        approval = await state.tools.approvals.deny(approval_id, approver=approver.id, reason=body.reason)
-    except KeyError:
-        raise NotFound(f"No approval {approval_id!r}.", param="approval_id", code="unknown_approval") from None
-    except ApprovalConflict as exc:
-        raise _conflict(exc, "a pending or unused approved one can be denied") from None
-    _record_decision(state, approver, request, "/v1/tools/approvals/{approval_id}/deny", approval)
-    return approval.listed()
+    decision = state.tools.approvals.deny(approval_id, approver=approver.id, reason=body.reason)
+    route = "/v1/tools/approvals/{approval_id}/deny"
+    return await _decide(
+        state, approver, request, route, decision, allowed="a pending or unused approved one can be denied"
+    )
 
 
 MODELS: list[type[BaseModel]] = [ToolExecuteRequest, ToolApproveRequest, ApprovalDecisionRequest, ApprovalDenyRequest]

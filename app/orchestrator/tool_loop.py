@@ -31,7 +31,7 @@ from app.errors import InvalidRequest
 from app.ids import new_id
 from app.orchestrator.service import Generator, Turn
 from app.providers.base import Completion, ProviderRequest, StreamDelta, Usage
-from app.tools.types import ToolResult, ToolRunner
+from app.tools.types import ToolResult, ToolRunner, approval_message
 
 FORCING_CHOICES = ("required", "any")
 
@@ -41,21 +41,6 @@ def _tool_name(tool: Any) -> str | None:
         name = tool["function"].get("name")
         return name if isinstance(name, str) else None
     return None
-
-
-def approval_message(result: ToolResult) -> str:
-    """The assistant's answer when a tool call waits for a person."""
-    tool = result.get("tool", "the tool")
-    approval_id = result.get("approval_id")
-    if not approval_id:
-        reason = result.get("approval_reason", "approval_required")
-        return f"The tool call {tool} needs a person's approval and could not be submitted ({reason})."
-    return (
-        f"The tool call {tool} needs a person's approval before it runs. Approval request {approval_id} "
-        f"is pending until {result.get('expires_at')}. An approver can approve it with "
-        f"POST /v1/tools/approvals/{approval_id}/approve (or refuse it with .../deny); "
-        "then send your message again and the call will run."
-    )
 
 
 def rounds_exhausted_message(rounds: int) -> str:

@@ -23,12 +23,11 @@ from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
-from app.orchestrator.tool_loop import approval_message
 from app.routing.intent import Decision, IntentRouter, signature
 from app.routing.policy import RoutedRequest
 from app.routing.review import ReviewService
 from app.routing.rules import MAX_ROUTED_CHARS
-from app.tools.types import ToolRunner
+from app.tools.types import ToolRunner, approval_message
 
 log = get_logger("routing")
 

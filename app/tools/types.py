@@ -16,6 +16,21 @@ ToolResult = dict[str, Any]
 ``{"status": "error", "tool", "error": <reason code>, ...}`` (the original's result shapes)."""
 
 
+def approval_message(result: ToolResult) -> str:
+    """The assistant's answer when a tool call waits for a person."""
+    tool = result.get("tool", "the tool")
+    approval_id = result.get("approval_id")
+    if not approval_id:
+        reason = result.get("approval_reason", "approval_required")
+        return f"The tool call {tool} needs a person's approval and could not be submitted ({reason})."
+    return (
+        f"The tool call {tool} needs a person's approval before it runs. Approval request {approval_id} "
+        f"is pending until {result.get('expires_at')}. An approver can approve it with "
+        f"POST /v1/tools/approvals/{approval_id}/approve (or refuse it with .../deny); "
+        "then send your message again and the call will run."
+    )
+
+
 class ToolRunner(Protocol):
     async def run(
         self,

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from app.lifespan import AppState, StartupError
 from app.providers.demo import DEMO_HEADER
+from app.settings import SHIPPED_ROUTER_POLICY
 from tests.api.tools_support import APPROVER, APPROVER_HEADERS, require_docker, write_policy
 from tests.conftest import running
 
@@ -34,7 +35,7 @@ CODE_RULE = """\
 
 
 def router_policy(tmp_path: Path, extra_rules: str = CODE_RULE) -> Path:
-    shipped = (Path(__file__).resolve().parents[2] / "policies" / "router_policy.yaml").read_text()
+    shipped = SHIPPED_ROUTER_POLICY.read_text()
     return write_policy(tmp_path, shipped.replace("rules:\n", "rules:\n" + extra_rules, 1), "router_policy.yaml")
 
 
