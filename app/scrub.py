@@ -132,7 +132,7 @@ _MEMOS: dict[bool, dict[str, tuple[str, int]]] = {True: {}, False: {}}  # by the
 _MEMO_MAX_ENTRIES = 4096
 _MEMO_MAX_CHARS = 80
 # Dict keys repeat even more (receipt payloads use a few dozen): whether each is a sensitive one.
-_KEY_VERDICTS: dict[str, bool] = {}
+_KEY_VERDICTS: dict[Any, bool] = {}
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 
@@ -206,30 +206,58 @@ def redact(value: Any, *, pii: bool, max_chars: int = 0) -> tuple[Any, int]:
     return value, 0
 
 
+_UNCHANGED = ""  # a memo value: the text needs no change (no redaction can produce "")
+_SCRUB_MEMOS: dict[bool, dict[str, str]] = {True: {}, False: {}}  # by the pii flag
+
+
+def _scrub_text(text: str, pii: bool, max_chars: int) -> str:
+    """``text`` redacted and capped; the very same object when nothing changes."""
+    if len(text) in (32, 36) and _ID_SHAPE.fullmatch(text):
+        return text  # one of our ids (unique: not worth remembering)
+    if len(text) <= _MEMO_MAX_CHARS and (max_chars <= 0 or max_chars >= _MEMO_MAX_CHARS):
+        memo = _SCRUB_MEMOS[pii]
+        known = memo.get(text)
+        if known is None:
+            redacted = redact_text(text, pii=pii)[0]
+            known = _UNCHANGED if redacted == text else redacted
+            if len(memo) >= _MEMO_MAX_ENTRIES:
+                memo.clear()
+            memo[text] = known
+        return text if known is _UNCHANGED else known
+    redacted = redact_text(text, pii=pii)[0]
+    if max_chars > 0 and len(redacted) > max_chars:
+        return cap_text(redacted, max_chars)[0]
+    return text if redacted == text else redacted
+
+
 def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
     """:func:`redact` without the count, and without copying what needs no change.
 
     The receipts writer calls this for every step: most payloads are clean, and walking them
-    without building copies (and with the short-string memo) costs a few microseconds.
+    without building copies (strings inline, verdicts memoised per key and per short string)
+    costs well under a microsecond per payload.
     """
     kind = type(value)
     if kind is str:
-        text = redact_text(value, pii=pii)[0]
-        return cap_text(text, max_chars)[0] if max_chars > 0 and len(text) > max_chars else text
+        return value if len(value) < _MIN_SENSITIVE_CHARS else _scrub_text(value, pii, max_chars)
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
-            if type(key) is str:
-                sensitive = _KEY_VERDICTS.get(key)
-                if sensitive is None:
-                    sensitive = key.lower() in SENSITIVE_KEYS
-                    if len(_KEY_VERDICTS) < _MEMO_MAX_ENTRIES:
-                        _KEY_VERDICTS[key] = sensitive
-            else:
-                sensitive = False
-            if sensitive and item not in (None, "", [], {}):
+            sensitive = _KEY_VERDICTS.get(key)
+            if sensitive is None:
+                sensitive = type(key) is str and key.lower() in SENSITIVE_KEYS
+                if len(_KEY_VERDICTS) < _MEMO_MAX_ENTRIES:
+                    _KEY_VERDICTS[key] = sensitive
+            item_kind = type(item)
+            if sensitive:
+                if item in (None, "", [], {}):
+                    continue
                 cleaned: Any = REDACTED
-            elif type(item) in _SCALARS:
+            elif item_kind is str:
+                if len(item) < _MIN_SENSITIVE_CHARS:
+                    continue
+                cleaned = _scrub_text(item, pii, max_chars)
+            elif item_kind in _SCALARS:
                 continue
             else:
                 cleaned = scrub(item, pii=pii, max_chars=max_chars)

@@ -12,6 +12,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -86,7 +87,7 @@ class _SqliteExecutor:
             # Names are repository constants; every value is a bound parameter.
             head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
             sql = head + ", ".join([group] * len(chunk))
-            params = [value for row in chunk for value in row]
+            params = list(chain.from_iterable(chunk))
             await (await self._connection.execute(sql, params)).close()
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:

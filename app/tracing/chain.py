@@ -40,8 +40,12 @@ def step_canonical(trace_id: str, seq: int, step_type: str, created_at: str, pay
     )
 
 
-def ledger_canonical(seq: int, trace_id: str, head_hash: str, step_count: int, created_at: str) -> str:
-    if all(_PLAIN.fullmatch(v) for v in (created_at, head_hash, trace_id)):
+def ledger_canonical(
+    seq: int, trace_id: str, head_hash: str, step_count: int, created_at: str, *, plain: bool = False
+) -> str:
+    """``plain``: the caller vouches that the strings need no JSON escaping (the writer's own
+    UUIDs, hex hashes and ISO times); stored values being verified are always checked."""
+    if plain or all(_PLAIN.fullmatch(v) for v in (created_at, head_hash, trace_id)):
         # The same bytes canonical() would produce, without a JSON encoder: ids, hex hashes and
         # ISO times need no escaping. (One ledger entry per request: this is on the writer's path.)
         return (

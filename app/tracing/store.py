@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from hashlib import sha256
+from typing import Any
 
 from app.db.connection import Database, Row
 from app.db.migrations import Migration, migrate
-from app.tracing.chain import GENESIS, ledger_canonical, link
+from app.tracing.chain import GENESIS, ledger_canonical
 
 COMPONENT = "traces"
 
@@ -46,34 +47,16 @@ MIGRATIONS = (
 )
 
 
-class Finish(NamedTuple):
-    trace_id: str
-    step_count: int
-    head_hash: str
-    finished_at: str
+# The writer's rows are plain tuples (it builds one per step of every request: a NamedTuple's
+# constructor costs several times a tuple display).
+Finish = tuple[str, int, str, str]
+"""A trace that ended: (trace_id, step_count, head_hash, finished_at)."""
+TraceRow = tuple[str, str, str, str | None, str | None, Finish | None]
+"""A new trace: (id, created_at, metadata_json, principal, request_id, its Finish if it also ended)."""
+StepRow = tuple[str, int, str, str, str, str, str]
+"""A ``trace_steps`` row in the order of :data:`STEP_COLUMNS`."""
 
-
-class TraceRow(NamedTuple):
-    id: str
-    created_at: str
-    metadata_json: str
-    principal: str | None
-    request_id: str | None
-    finish: Finish | None = None  # set when the trace also ended in this batch
-
-
-class StepRow(NamedTuple):
-    """A ``trace_steps`` row, in the column order of the INSERT (so it is passed as is)."""
-
-    trace_id: str
-    seq: int
-    step_type: str
-    step_json: str
-    created_at: str
-    prev_hash: str
-    step_hash: str
-
-
+STEP_COLUMNS = ("trace_id", "seq", "step_type", "step_json", "created_at", "prev_hash", "step_hash")
 _TRACE_COLUMNS = (
     "id",
     "created_at",
@@ -85,6 +68,7 @@ _TRACE_COLUMNS = (
     "head_hash",
     "ledger_seq",
 )
+_NOT_ENDED = (None, None, None, None)  # finished_at, step_count, head_hash, ledger_seq
 _LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
 
 
@@ -107,51 +91,29 @@ class TraceStore:
                     await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
                 head = await tx.fetch_one("SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1")
                 seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
-                for finish in finishes:
+                for trace_id, step_count, head_hash, finished_at in finishes:
                     seq += 1
-                    created = finish.finished_at
-                    entry_hash = link(
-                        prev, ledger_canonical(seq, finish.trace_id, finish.head_hash, finish.step_count, created)
-                    )
-                    ledger[finish.trace_id] = (
-                        seq,
-                        finish.trace_id,
-                        finish.head_hash,
-                        finish.step_count,
-                        created,
-                        prev,
-                        entry_hash,
-                    )
+                    text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
+                    entry_hash = sha256((prev + text).encode()).hexdigest()
+                    ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
                     prev = entry_hash
             if traces:
                 rows = []
-                for t in traces:
-                    f, entry = t.finish, ledger.get(t.id)
-                    rows.append(
-                        (
-                            t.id,
-                            t.created_at,
-                            t.metadata_json,
-                            t.principal,
-                            t.request_id,
-                            f.finished_at if f else None,
-                            f.step_count if f else None,
-                            f.head_hash if f else None,
-                            entry[0] if entry else None,
-                        )
-                    )
+                for trace_id, created_at, metadata_json, principal, request_id, finish in traces:
+                    ended = (finish[3], finish[1], finish[2], ledger[trace_id][0]) if finish else _NOT_ENDED
+                    rows.append((trace_id, created_at, metadata_json, principal, request_id, *ended))
                 await tx.insert_rows("traces", _TRACE_COLUMNS, rows)
             if steps:
-                await tx.insert_rows("trace_steps", StepRow._fields, steps)
+                await tx.insert_rows("trace_steps", STEP_COLUMNS, steps)
             if ledger:
                 await tx.insert_rows("trace_ledger", _LEDGER_COLUMNS, list(ledger.values()))
-                inserted = {t.id for t in traces}
-                later = [f for f in finishes if f.trace_id not in inserted]  # traces begun in an earlier batch
+                inserted = {trace[0] for trace in traces}
+                later = [f for f in finishes if f[0] not in inserted]  # traces begun in an earlier batch
                 if later:
                     await tx.executemany(
                         "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4"
                         " WHERE id = $5",
-                        [(f.finished_at, f.step_count, f.head_hash, ledger[f.trace_id][0], f.trace_id) for f in later],
+                        [(f[3], f[1], f[2], ledger[f[0]][0], f[0]) for f in later],
                     )
 
     async def trace(self, trace_id: str) -> Row | None:

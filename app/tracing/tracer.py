@@ -18,6 +18,7 @@ import functools
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.scrub import scrub
 from app.timefmt import iso_now, iso_utc
-from app.tracing.chain import GENESIS, link
+from app.tracing.chain import GENESIS
 from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 
 log = get_logger("tracing")
@@ -58,8 +59,8 @@ class _Record:
 
 
 @functools.lru_cache(maxsize=256)
-def _encoded(step_type: str) -> bytes:
-    return orjson.dumps(step_type)
+def _encoded(step_type: str) -> str:
+    return orjson.dumps(step_type).decode()
 
 
 class Trace:
@@ -98,7 +99,7 @@ class _Chain:
 @dataclass
 class _Prepared:
     traces: list[TraceRow] = field(default_factory=list)
-    steps: list[StepRow] = field(default_factory=list)
+    steps: list[StepRow] = field(default_factory=list)  # rows in the column order of STEP_COLUMNS
     finishes: list[Finish] = field(default_factory=list)
 
 
@@ -148,8 +149,9 @@ class Tracer:
         request = {"route": route, "stream": stream, "principal": principal, "request_id": request_id}
         if extra:
             request.update(extra)
-        trace = Trace(self, new_time_uuid(), _Begin(time.time(), request, principal, request_id))
-        trace.step("request", request)
+        now = time.time()
+        trace = Trace(self, new_time_uuid(), _Begin(now, request, principal, request_id))
+        trace._steps.append(("request", now, request))
         return trace
 
     def put(self, record: _Record) -> None:
@@ -209,41 +211,49 @@ class Tracer:
             if self._stopping:
                 return
 
-    def _payload_json(self, value: dict[str, Any]) -> bytes:
+    def _payload_json(self, value: dict[str, Any]) -> str:
         """The payload as canonical JSON, redacted (and capped) before anything is stored."""
         cleaned = scrub(value, pii=self.redact_pii, max_chars=STORED_VALUE_MAX_CHARS)
-        return orjson.dumps(cleaned, option=_CANONICAL, default=str)
+        return orjson.dumps(cleaned, option=_CANONICAL, default=str).decode()
 
     def _prepare(self, batch: list[_Record], prepared: _Prepared) -> None:
-        """Redact, sequence and hash ``batch`` (in queue order) into ``prepared``."""
+        """Redact, sequence and hash ``batch`` (in queue order) into ``prepared``.
+
+        This is the receipts' main cost on the service's core (every step of every request passes
+        here), so it builds plain tuples and strings and calls as little as it can.
+        """
+        steps = prepared.steps
+        payload_json = self._payload_json
         for record in batch:
             trace_id = record.trace_id
-            chain = self._chains.pop(trace_id, None) or _Chain()
-            request_json = None
+            chain = self._chains.pop(trace_id, None)
+            seq, prev = (chain.seq, chain.prev) if chain is not None else (0, GENESIS)
+            begin = record.begin
+            metadata = begin.metadata if begin is not None else None
+            request_json = request_created = created = None
             for step_type, at, raw in record.steps:
-                chain.seq += 1
-                created_at = iso_utc(at)
-                payload = self._payload_json(raw)
-                if record.begin is not None and raw is record.begin.metadata:
-                    request_json = payload  # the request step doubles as the trace's metadata
-                # The canonical step, keys in sorted order, assembled around the payload's bytes
+                seq += 1
+                created = iso_utc(at)
+                payload = payload_json(raw)
+                if raw is metadata:
+                    request_json, request_created = payload, created  # it doubles as the trace's metadata
+                # The canonical step, keys in sorted order, assembled around the payload's JSON
                 # (created_at is an ISO time and trace_id a UUID: neither needs JSON escaping).
                 text = (
-                    b'{"created_at":"%s","payload":%s,"seq":%d,"step_type":%s,"trace_id":"%s"}'
-                    % (created_at.encode(), payload, chain.seq, _encoded(step_type), trace_id.encode())
-                ).decode()
-                step_hash = link(chain.prev, text)
-                prepared.steps.append(StepRow(trace_id, chain.seq, step_type, text, created_at, chain.prev, step_hash))
-                chain.prev = step_hash
-            finish = Finish(trace_id, chain.seq, chain.prev, iso_now()) if record.ended and chain.seq else None
-            if record.begin is not None:
-                begin = record.begin
-                metadata = request_json if request_json is not None else self._payload_json(begin.metadata)
+                    f'{{"created_at":"{created}","payload":{payload},"seq":{seq},'
+                    f'"step_type":{_encoded(step_type)},"trace_id":"{trace_id}"}}'
+                )
+                step_hash = sha256((prev + text).encode()).hexdigest()
+                steps.append((trace_id, seq, step_type, text, created, prev, step_hash))
+                prev = step_hash
+            # A trace finishes at its last step (the hand-over that ends it usually carries it).
+            finish: Finish | None = (trace_id, seq, prev, created or iso_now()) if record.ended and seq else None
+            if begin is not None:
                 prepared.traces.append(
-                    TraceRow(
+                    (
                         trace_id,
-                        iso_utc(begin.created_at),
-                        metadata.decode(),
+                        request_created or iso_utc(begin.created_at),
+                        request_json if request_json is not None else payload_json(begin.metadata),
                         begin.principal,
                         begin.request_id,
                         finish,  # begun and ended in one hand-over: one INSERT, no UPDATE
@@ -252,7 +262,7 @@ class Tracer:
             if finish is not None:
                 prepared.finishes.append(finish)
             elif not record.ended:
-                self._chains[trace_id] = chain  # more to come
+                self._chains[trace_id] = _Chain(seq, prev)  # more to come
 
     async def _write(self, prepared: _Prepared) -> None:
         assert self.store is not None
