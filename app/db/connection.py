@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from itertools import chain
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiosqlite
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
+T = TypeVar("T")
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
@@ -58,6 +60,36 @@ class Database(Executor, Protocol):
 
 def _sqlite_sql(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
+
+
+_MAX_ROWS_PER_INSERT = 128
+
+
+def _insert_statements(
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """Multi-row INSERTs for ``rows``, in chunks whose sizes are powers of two.
+
+    One statement per chunk rather than executemany: the sqlite3 module hands the GIL back and
+    forth with the event loop's thread for every row of an executemany, which on a busy single
+    core costs more than the inserts themselves. Power-of-two sizes keep the set of statement
+    texts small, so the connection's statement cache compiles each once (compiling a statement
+    of a few hundred rows costs more than running it).
+    """
+    width = len(columns)
+    largest = _MAX_ROWS_PER_INSERT
+    while largest > 1 and largest * width > _SQLITE_MAX_VARIABLES:
+        largest //= 2
+    group = "(" + ", ".join("?" * width) + ")"
+    # Names are repository constants; every value is a bound parameter.
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
+    start, size = 0, largest
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        chunk = rows[start : start + size]
+        yield head + ", ".join([group] * size), list(chain.from_iterable(chunk))
+        start += size
 
 
 class _SqliteExecutor:
@@ -100,6 +132,24 @@ class _SqliteExecutor:
         return dict(row) if row is not None else None
 
 
+class SqliteTransaction:
+    """Synchronous statements inside :meth:`SqliteDatabase.run_transaction` (on its writer thread)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def fetch_one(self, sql: str, *args: Any) -> Row | None:
+        row = self._connection.execute(_sqlite_sql(sql), args).fetchone()
+        return dict(row) if row is not None else None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._connection.executemany(_sqlite_sql(sql), rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        for sql, params in _insert_statements(table, columns, rows):
+            self._connection.execute(sql, params)
+
+
 class SqliteDatabase:
     """One aiosqlite connection per database file, used by one operation at a time.
 
@@ -116,6 +166,10 @@ class SqliteDatabase:
         self.wal = wal
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        # Bulk writers (receipts) get a connection of their own on a thread of their own: a whole
+        # transaction is one hand-off between threads (each costs tens of microseconds of CPU).
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_connection: sqlite3.Connection | None = None
 
     async def open(self) -> SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +223,45 @@ class SqliteDatabase:
                 raise
             await connection.execute("COMMIT")
 
+    def _transact(self, work: Callable[[SqliteTransaction], T]) -> T:
+        """On the writer thread: ``work`` between BEGIN IMMEDIATE and COMMIT (ROLLBACK on error)."""
+        connection = self._writer_connection
+        if connection is None:
+            # isolation_level=None: transactions are explicit. The file's WAL mode is set by open().
+            connection = sqlite3.connect(self.path, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+            if self.wal:
+                connection.execute("PRAGMA synchronous = NORMAL")
+            self._writer_connection = connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(SqliteTransaction(connection))
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    async def run_transaction(self, work: Callable[[SqliteTransaction], T]) -> T:
+        """Run ``work`` in one transaction on the writer's own connection and thread.
+
+        For bulk writes that need no await between their statements (the receipts writer): the
+        whole transaction costs one thread hand-off instead of one per statement. Other writers
+        of the file (this database's main connection, other processes) are serialised by SQLite's
+        lock and the busy timeout, as any two connections are.
+        """
+        if self._connection is None:
+            raise RuntimeError(f"database {self.path} is not open")
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+
+    def _close_writer(self) -> None:
+        if self._writer_connection is not None:
+            self._writer_connection.close()
+            self._writer_connection = None
+
     async def ping(self) -> bool:
         try:
             await self.fetch_one("SELECT 1 AS ok")
@@ -177,6 +270,10 @@ class SqliteDatabase:
         return True
 
     async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
+            writer.shutdown(wait=True)
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

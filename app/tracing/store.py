@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from hashlib import sha256
 from typing import Any
 
-from app.db.connection import Database, Row
+from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction
 from app.db.migrations import Migration, migrate
 from app.tracing.chain import GENESIS, ledger_canonical
 
@@ -72,6 +72,56 @@ _NOT_ENDED = (None, None, None, None)  # finished_at, step_count, head_hash, led
 _LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
 
 
+_LEDGER_HEAD = "SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1"
+_FINISH_LATER = "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4 WHERE id = $5"
+
+
+class _Batch:
+    """The rows of one batch: ledger entries chained onto the current ledger head (read inside the
+    transaction, so that writers in several processes append in turn)."""
+
+    def __init__(
+        self, head: Row | None, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
+    ) -> None:
+        self.traces, self.steps = traces, steps
+        ledger: dict[str, tuple[Any, ...]] = {}
+        seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
+        for trace_id, step_count, head_hash, finished_at in finishes:
+            seq += 1
+            text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
+            entry_hash = sha256((prev + text).encode()).hexdigest()
+            ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
+            prev = entry_hash
+        self.ledger = ledger
+        inserted = {trace[0] for trace in traces}
+        self.finished_later = [  # traces begun in an earlier batch
+            (f[3], f[1], f[2], ledger[f[0]][0], f[0]) for f in finishes if f[0] not in inserted
+        ]
+
+    def inserts(self) -> list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]]:
+        ledger = self.ledger
+        rows = []
+        for trace_id, created_at, metadata_json, principal, request_id, finish in self.traces:
+            ended = (finish[3], finish[1], finish[2], ledger[trace_id][0]) if finish else _NOT_ENDED
+            rows.append((trace_id, created_at, metadata_json, principal, request_id, *ended))
+        inserts = (
+            ("traces", _TRACE_COLUMNS, rows),
+            ("trace_steps", STEP_COLUMNS, self.steps),
+            ("trace_ledger", _LEDGER_COLUMNS, list(ledger.values())),
+        )
+        return [insert for insert in inserts if insert[2]]
+
+
+def _write_sqlite(
+    tx: SqliteTransaction, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
+) -> None:
+    batch = _Batch(tx.fetch_one(_LEDGER_HEAD) if finishes else None, traces, steps, finishes)
+    for table, columns, rows in batch.inserts():
+        tx.insert_rows(table, columns, rows)
+    if batch.finished_later:
+        tx.executemany(_FINISH_LATER, batch.finished_later)
+
+
 class TraceStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -83,38 +133,21 @@ class TraceStore:
         self, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
     ) -> None:
         """One transaction: new traces, their steps, and the ledger entries of finished traces."""
+        if isinstance(self.db, SqliteDatabase):
+            # Every statement of the batch in one hand-off to the writer's thread.
+            await self.db.run_transaction(lambda tx: _write_sqlite(tx, traces, steps, finishes))
+            return
         async with self.db.transaction() as tx:
-            ledger: dict[str, tuple[Any, ...]] = {}
+            head = None
             if finishes:
-                if self.db.dialect == "postgres":
-                    # Replicas append to one ledger: serialise appends (released at commit).
-                    await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
-                head = await tx.fetch_one("SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1")
-                seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
-                for trace_id, step_count, head_hash, finished_at in finishes:
-                    seq += 1
-                    text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
-                    entry_hash = sha256((prev + text).encode()).hexdigest()
-                    ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
-                    prev = entry_hash
-            if traces:
-                rows = []
-                for trace_id, created_at, metadata_json, principal, request_id, finish in traces:
-                    ended = (finish[3], finish[1], finish[2], ledger[trace_id][0]) if finish else _NOT_ENDED
-                    rows.append((trace_id, created_at, metadata_json, principal, request_id, *ended))
-                await tx.insert_rows("traces", _TRACE_COLUMNS, rows)
-            if steps:
-                await tx.insert_rows("trace_steps", STEP_COLUMNS, steps)
-            if ledger:
-                await tx.insert_rows("trace_ledger", _LEDGER_COLUMNS, list(ledger.values()))
-                inserted = {trace[0] for trace in traces}
-                later = [f for f in finishes if f[0] not in inserted]  # traces begun in an earlier batch
-                if later:
-                    await tx.executemany(
-                        "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4"
-                        " WHERE id = $5",
-                        [(f[3], f[1], f[2], ledger[f[0]][0], f[0]) for f in later],
-                    )
+                # Replicas append to one ledger: serialise appends (released at commit).
+                await tx.execute("SELECT pg_advisory_xact_lock(7411720113)")
+                head = await tx.fetch_one(_LEDGER_HEAD)
+            batch = _Batch(head, traces, steps, finishes)
+            for table, columns, rows in batch.inserts():
+                await tx.insert_rows(table, columns, rows)
+            if batch.finished_later:
+                await tx.executemany(_FINISH_LATER, batch.finished_later)
 
     async def trace(self, trace_id: str) -> Row | None:
         return await self.db.fetch_one("SELECT * FROM traces WHERE id = $1", trace_id)
