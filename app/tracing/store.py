@@ -89,7 +89,7 @@ class _Batch:
         for trace_id, step_count, head_hash, finished_at in finishes:
             seq += 1
             text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
-            entry_hash = sha256((prev + text).encode()).hexdigest()
+            entry_hash = sha256((prev + text).encode()).hexdigest()  # chain.link(prev, text), inlined
             ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
             prev = entry_hash
         self.ledger = ledger

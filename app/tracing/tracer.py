@@ -243,7 +243,7 @@ class Tracer:
                     f'{{"created_at":"{created}","payload":{payload},"seq":{seq},'
                     f'"step_type":{_encoded(step_type)},"trace_id":"{trace_id}"}}'
                 )
-                step_hash = sha256((prev + text).encode()).hexdigest()
+                step_hash = sha256((prev + text).encode()).hexdigest()  # chain.link(prev, text), inlined
                 steps.append((trace_id, seq, step_type, text, created, prev, step_hash))
                 prev = step_hash
             # A trace finishes at its last step (the hand-over that ends it usually carries it).
