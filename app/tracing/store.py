@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import sha256
 from typing import Any
 
 from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction
 from app.db.migrations import Migration, migrate
-from app.tracing.chain import GENESIS, ledger_canonical
+from app.tracing.chain import GENESIS, ledger_canonical, link
 
 COMPONENT = "traces"
 
@@ -89,7 +88,7 @@ class _Batch:
         for trace_id, step_count, head_hash, finished_at in finishes:
             seq += 1
             text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
-            entry_hash = sha256((prev + text).encode()).hexdigest()  # chain.link(prev, text), inlined
+            entry_hash = link(prev, text)
             ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
             prev = entry_hash
         self.ledger = ledger

@@ -18,7 +18,6 @@ import functools
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from hashlib import sha256
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.scrub import scrub
 from app.timefmt import iso_now, iso_utc
-from app.tracing.chain import GENESIS
+from app.tracing.chain import GENESIS, link
 from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 
 log = get_logger("tracing")
@@ -243,7 +242,7 @@ class Tracer:
                     f'{{"created_at":"{created}","payload":{payload},"seq":{seq},'
                     f'"step_type":{_encoded(step_type)},"trace_id":"{trace_id}"}}'
                 )
-                step_hash = sha256((prev + text).encode()).hexdigest()  # chain.link(prev, text), inlined
+                step_hash = link(prev, text)
                 steps.append((trace_id, seq, step_type, text, created, prev, step_hash))
                 prev = step_hash
             # A trace finishes at its last step (the hand-over that ends it usually carries it).
