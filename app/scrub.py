@@ -237,9 +237,20 @@ def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
     without building copies (strings inline, verdicts memoised per key and per short string)
     costs well under a microsecond per payload.
     """
+    # The memo of clean short strings serves only when the cap cannot cut them.
+    memo = _SCRUB_MEMOS[pii] if max_chars <= 0 or max_chars >= _MEMO_MAX_CHARS else _NO_MEMO
+    return _scrub(value, pii, max_chars, memo)
+
+
+_NO_MEMO: dict[str, str] = {}
+
+
+def _scrub(value: Any, pii: bool, max_chars: int, memo: dict[str, str]) -> Any:
     kind = type(value)
     if kind is str:
-        return value if len(value) < _MIN_SENSITIVE_CHARS else _scrub_text(value, pii, max_chars)
+        if len(value) < _MIN_SENSITIVE_CHARS or memo.get(value) is _UNCHANGED:
+            return value
+        return _scrub_text(value, pii, max_chars)
     if kind is dict:
         changed: dict[str, Any] | None = None
         for key, item in value.items():
@@ -254,19 +265,20 @@ def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
                     continue
                 cleaned: Any = REDACTED
             elif item_kind is str:
-                if len(item) < _MIN_SENSITIVE_CHARS:
+                # The common case inline: short, or a string already known to be clean.
+                if len(item) < _MIN_SENSITIVE_CHARS or memo.get(item) is _UNCHANGED:
                     continue
                 cleaned = _scrub_text(item, pii, max_chars)
             elif item_kind in _SCALARS:
                 continue
             else:
-                cleaned = scrub(item, pii=pii, max_chars=max_chars)
+                cleaned = _scrub(item, pii, max_chars, memo)
             if cleaned is not item:
                 if changed is None:
                     changed = dict(value)
                 changed[key] = cleaned
         return value if changed is None else changed
     if kind in (list, tuple):
-        items = [scrub(item, pii=pii, max_chars=max_chars) for item in value]
+        items = [_scrub(item, pii, max_chars, memo) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value

@@ -8,8 +8,12 @@ SQL lives only in repositories (``app/*/store.py`` and ``app/db/migrations.py``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import sqlite3
+import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -26,6 +30,21 @@ T = TypeVar("T")
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's limit on bound parameters per statement (3.32+)
+# The bulk writer's thread runs five nice steps below the event loop (a third of its CPU weight).
+# When both share a busy core, the scheduler otherwise lets a batch's SQLite work run on while the
+# woken event loop waits: measured +0.1-0.15 ms on a demo chat's p50 latency at one connection
+# (about +40%); with it, +0.05-0.1 ms. A third still keeps up under full load (ten steps did not).
+WRITER_NICE_INCREMENT = 5
+
+
+def _lower_thread_priority() -> None:
+    """Raise the calling thread's nice value (best effort; Linux, where nice is per thread)."""
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere it would apply to the whole process
+    tid = threading.get_native_id()
+    # Not permitted (a sandbox)? The writer works the same, at the loop's priority.
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE_INCREMENT)
 
 
 class Executor(Protocol):
@@ -231,6 +250,7 @@ class SqliteDatabase:
             connection = sqlite3.connect(self.path, isolation_level=None)
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA temp_store = MEMORY")
             if self.wal:
                 connection.execute("PRAGMA synchronous = NORMAL")
             self._writer_connection = connection
@@ -254,7 +274,9 @@ class SqliteDatabase:
         if self._connection is None:
             raise RuntimeError(f"database {self.path} is not open")
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+            self._writer = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_thread_priority
+            )
         return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
 
     def _close_writer(self) -> None:

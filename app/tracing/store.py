@@ -50,8 +50,8 @@ MIGRATIONS = (
 # constructor costs several times a tuple display).
 Finish = tuple[str, int, str, str]
 """A trace that ended: (trace_id, step_count, head_hash, finished_at)."""
-TraceRow = tuple[str, str, str, str | None, str | None, Finish | None]
-"""A new trace: (id, created_at, metadata_json, principal, request_id, its Finish if it also ended)."""
+TraceRow = tuple[str, str, str | None, str | None, Finish | None]
+"""A new trace: (id, created_at, principal, request_id, its Finish if it also ended)."""
 StepRow = tuple[str, int, str, str, str, str, str]
 """A ``trace_steps`` row in the order of :data:`STEP_COLUMNS`."""
 
@@ -68,6 +68,9 @@ _TRACE_COLUMNS = (
     "ledger_seq",
 )
 _NOT_ENDED = (None, None, None, None)  # finished_at, step_count, head_hash, ledger_seq
+# metadata_json is no longer written: a trace's request fields are its request step's payload
+# (hashed with the chain). Traces written by earlier versions keep their copy.
+_NO_METADATA = ""
 _LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
 
 
@@ -100,9 +103,9 @@ class _Batch:
     def inserts(self) -> list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]]:
         ledger = self.ledger
         rows = []
-        for trace_id, created_at, metadata_json, principal, request_id, finish in self.traces:
+        for trace_id, created_at, principal, request_id, finish in self.traces:
             ended = (finish[3], finish[1], finish[2], ledger[trace_id][0]) if finish else _NOT_ENDED
-            rows.append((trace_id, created_at, metadata_json, principal, request_id, *ended))
+            rows.append((trace_id, created_at, _NO_METADATA, principal, request_id, *ended))
         inserts = (
             ("traces", _TRACE_COLUMNS, rows),
             ("trace_steps", STEP_COLUMNS, self.steps),

@@ -41,8 +41,7 @@ _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 @dataclass(slots=True)
 class _Begin:
-    created_at: float
-    metadata: dict[str, Any]
+    created_at: float  # also its request step's time
     principal: str
     request_id: str
 
@@ -149,7 +148,7 @@ class Tracer:
         if extra:
             request.update(extra)
         now = time.time()
-        trace = Trace(self, new_time_uuid(), _Begin(now, request, principal, request_id))
+        trace = Trace(self, new_time_uuid(), _Begin(now, principal, request_id))
         trace._steps.append(("request", now, request))
         return trace
 
@@ -228,14 +227,13 @@ class Tracer:
             chain = self._chains.pop(trace_id, None)
             seq, prev = (chain.seq, chain.prev) if chain is not None else (0, GENESIS)
             begin = record.begin
-            metadata = begin.metadata if begin is not None else None
-            request_json = request_created = created = None
+            first_created = created = None
             for step_type, at, raw in record.steps:
                 seq += 1
                 created = iso_utc(at)
+                if first_created is None:
+                    first_created = created  # a trace's first hand-over starts with its request step
                 payload = payload_json(raw)
-                if raw is metadata:
-                    request_json, request_created = payload, created  # it doubles as the trace's metadata
                 # The canonical step, keys in sorted order, assembled around the payload's JSON
                 # (created_at is an ISO time and trace_id a UUID: neither needs JSON escaping).
                 text = (
@@ -251,8 +249,7 @@ class Tracer:
                 prepared.traces.append(
                     (
                         trace_id,
-                        request_created or iso_utc(begin.created_at),
-                        request_json if request_json is not None else payload_json(begin.metadata),
+                        first_created or iso_utc(begin.created_at),
                         begin.principal,
                         begin.request_id,
                         finish,  # begun and ended in one hand-over: one INSERT, no UPDATE

@@ -42,6 +42,15 @@ def _cap(value: Any, max_chars: int) -> Any:
     return value
 
 
+def _metadata(trace: dict[str, Any], steps: list[dict[str, Any]]) -> Any:
+    """A trace's request fields: the payload of its request step (so covered by the chain); traces
+    written by versions that kept a copy in ``metadata_json`` and lost that step show the copy."""
+    for step in steps:
+        if step["step_type"] == "request":
+            return orjson.loads(step["step_json"]).get("payload")
+    return orjson.loads(trace["metadata_json"]) if trace["metadata_json"] else None
+
+
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return {"broken_at": verdict.broken_at, "detail": verdict.detail}
 
@@ -123,7 +132,7 @@ class TrustService:
         trace, steps, entry = await self._load(trace_id)
         shown = steps[-self.max_events :]
         verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
-        metadata = orjson.loads(trace["metadata_json"]) if trace else None
+        metadata = _metadata(trace, steps) if trace else None
         return {
             "trace_id": check_trace_id(trace_id),
             "created_at": trace["created_at"] if trace else None,
@@ -170,7 +179,7 @@ class TrustService:
                 "finished_at": trace.get("finished_at"),
                 "step_count": trace.get("step_count"),
                 "head_hash": trace.get("head_hash"),
-                "metadata": orjson.loads(trace["metadata_json"]),
+                "metadata": _metadata(trace, steps),
             },
             "steps": steps,
             "ledger_entry": entry,

@@ -75,6 +75,26 @@ async def test_a_chat_leaves_an_ordered_chained_receipt(app_factory: Callable[..
     assert report["metadata"]["request_id"] == "caller-req-7"
 
 
+async def test_the_trace_metadata_is_its_hashed_request_step(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """The request fields are stored once, in the hashed request step; a trace written by an
+    earlier version with its copy in ``metadata_json`` (and no request step left) still shows it."""
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state, **{"X-Request-ID": "caller-req-8"})
+        rows = await backend.fetch("SELECT metadata_json FROM traces WHERE id = $1", trace_id)
+        assert rows == [{"metadata_json": ""}]
+        bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
+        assert bundle["trace"]["metadata"]["request_id"] == "caller-req-8"
+        assert bundle["trace"]["metadata"] == json.loads(bundle["steps"][0]["step_json"])["payload"]
+        old_style = json.dumps({"route": CHAT, "request_id": "from-the-copy"})
+        await backend.execute("UPDATE traces SET metadata_json = $1 WHERE id = $2", old_style, trace_id)
+        await backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND step_type = 'request'", trace_id)
+        report = (await client.get(f"/v1/trust/trace/{trace_id}")).json()
+    assert report["metadata"] == {"route": CHAT, "request_id": "from-the-copy"}
+    assert not report["verified"]  # and the missing step is still caught
+
+
 async def test_verify_intact_match_and_mismatch(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
     async with panel(app_factory, backend) as (client, state):
         trace_id = await chat(client, state)

@@ -3,11 +3,14 @@ connection and thread, multi-row INSERTs in power-of-two chunks. Real SQLite fil
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from app.db.connection import SqliteDatabase, SqliteTransaction, _insert_statements
+from app.db.connection import WRITER_NICE_INCREMENT, SqliteDatabase, SqliteTransaction, _insert_statements
 
 COLUMNS = ("n", "label")
 
@@ -76,3 +79,29 @@ async def test_run_transaction_on_a_closed_database_is_refused(tmp_path: Path) -
     await db.close()
     with pytest.raises(RuntimeError, match="not open"):
         await db.run_transaction(lambda tx: None)
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a per-thread nice value is Linux behaviour")
+async def test_the_writer_thread_runs_below_the_event_loop_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    db = await _open(tmp_path)
+    try:
+        before = _nice()
+        writer = await db.run_transaction(lambda tx: _nice())
+        assert writer == min(before + WRITER_NICE_INCREMENT, 19)
+        assert _nice() == before  # the event loop's thread keeps its priority
+    finally:
+        await db.close()
+
+
+async def test_the_writer_keeps_temporary_files_in_memory(tmp_path: Path) -> None:
+    """Otherwise a multi-row INSERT's statement journal over 64 KiB becomes a file in /var/tmp."""
+    db = await _open(tmp_path)
+    try:
+        setting = await db.run_transaction(lambda tx: tx.fetch_one("PRAGMA temp_store"))
+        assert setting == {"temp_store": 2}  # MEMORY
+    finally:
+        await db.close()
