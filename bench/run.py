@@ -8,6 +8,7 @@ benchmarks are not tests.
     python bench/run.py                 # every scenario
     python bench/run.py demo            # only some
     BENCH_SECONDS=5 python bench/run.py # shorter measurements
+    BENCH_PAIRS=5 python bench/run.py   # more alternating off/on pairs where a cost is compared
 """
 
 from __future__ import annotations
@@ -151,12 +152,12 @@ def measure(name: str, url: str, body: str = CHAT_BODY) -> Result:
 def print_results(title: str, results: list[Result], floor: Result) -> None:
     print(f"\n== {title}")
     header = ("system", "c=1 req/s", "c=1 p50", "c=16 req/s", "p50", "p99", "ratio", "+p50 c=1", "non-2xx")
-    print("{:<28} {:>10} {:>9} {:>11} {:>8} {:>8} {:>6} {:>9} {:>7}".format(*header))
+    print("{:<32} {:>10} {:>9} {:>11} {:>8} {:>8} {:>6} {:>9} {:>7}".format(*header))
     for r in results:
         ratio = r.rps16 / floor.rps16 if floor.rps16 else 0
         added = r.p50_1 - floor.p50_1
         print(
-            f"{r.name:<28} {r.rps1:>10.0f} {r.p50_1:>7.2f}ms {r.rps16:>11.0f} {r.p50_16:>6.2f}ms {r.p99_16:>6.2f}ms "
+            f"{r.name:<32} {r.rps1:>10.0f} {r.p50_1:>7.2f}ms {r.rps16:>11.0f} {r.p50_16:>6.2f}ms {r.p99_16:>6.2f}ms "
             f"{ratio:>6.2f} {added:>7.2f}ms {r.errors:>7}"
         )
 
@@ -276,21 +277,45 @@ def scenario_relay(workdir: Path) -> None:
         )
 
 
+PAIRS = int(os.environ.get("BENCH_PAIRS", "3"))
+
+
+def alternating(
+    workdir: Path, tag: str, off: tuple[str, dict[str, str]], on: tuple[str, dict[str, str]]
+) -> tuple[list[Result], float]:
+    """``off`` and ``on`` measured in turn, PAIRS times: on a shared VM the run-to-run spread is as
+    large as the differences measured, so the figure is the ratio of the means at c=16. Every run
+    gets fresh database files (a trace database grown by the previous run slows the next one)."""
+    results = []
+    for n in range(PAIRS):
+        for label, env in (off, on):
+            port = free_port()
+            files = {
+                "ORCH_TRACE_DB_PATH": str(workdir / f"trace-{tag}-{len(results)}.db"),
+                "ORCH_MEMORY_DB_PATH": str(workdir / f"memory-{tag}-{len(results)}.db"),
+                "ORCH_TOOL_APPROVAL_DB_PATH": str(workdir / f"approvals-{tag}-{len(results)}.db"),
+            }
+            with serve(service_command(port), port, {**files, **env}, workdir / f"{tag}.log"):
+                name = label if n == 0 else f"{label} (again)"
+                results.append(measure(name, f"http://127.0.0.1:{port}/v1/chat/completions"))
+    mean_off = sum(r.rps16 for r in results[0::2]) / PAIRS
+    mean_on = sum(r.rps16 for r in results[1::2]) / PAIRS
+    return results, mean_on / mean_off
+
+
 def scenario_tracing(workdir: Path) -> None:
-    """Receipts on vs off, same run: demo-mode chat, and chat relayed to the fast fake upstream."""
+    """Receipts on vs off, same run, alternating: demo-mode chat, and chat relayed to the fast fake
+    upstream."""
     with fake_llm(workdir) as upstream:
         for kind, base in (("demo chat", SERVICE_ENV), ("relayed chat", relay_env(upstream))):
-            results = []
-            for label, enabled in (("receipts off", "0"), ("receipts on", "1")):
-                port = free_port()
-                env = {
-                    **base,
-                    "ORCH_TRACE_ENABLED": enabled,
-                    "ORCH_TRACE_DB_PATH": str(workdir / f"trace-{enabled}.db"),
-                }
-                with serve(service_command(port), port, env, workdir / "tracing.log"):
-                    results.append(measure(f"service, {label}", f"http://127.0.0.1:{port}/v1/chat/completions"))
+            results, ratio = alternating(
+                workdir,
+                "tracing",
+                ("service, receipts off", {**base, "ORCH_TRACE_ENABLED": "0"}),
+                ("service, receipts on", {**base, "ORCH_TRACE_ENABLED": "1"}),
+            )
             print_results(f"receipts on vs off ({kind}); target: on costs <= 15% req/s at c=16", results, results[0])
+            print(f"mean of {PAIRS} pairs at c=16: receipts on / off = {ratio:.2f}")
 
 
 def scenario_store(workdir: Path) -> None:
@@ -304,35 +329,28 @@ def scenario_routing(workdir: Path) -> None:
 
 
 def scenario_memory(workdir: Path) -> None:
-    """The memory gate (issue 5): demo chat with memory off vs on (strict) vs on with recall, same
-    run; then recall latency at 10,000 memories for one user, in process, on SQLite."""
-    results = []
-    on = {"ORCH_MEMORY_ENABLED": "1", "ORCH_MEMORY_CAPTURE_ENABLED": "1", "ORCH_MEMORY_WRITE_POLICY": "strict"}
-    # Off and strict alternate, twice: on a shared VM the run-to-run spread is as large as the
-    # difference measured; compare the means.
-    variants = (
-        ("service, memory off", {}),
-        ("service, memory on (strict)", on),
-        ("service, memory off (again)", {}),
-        ("service, memory on (strict, again)", on),
-        ("service, strict + recall", {**on, "ORCH_MEMORY_RECALL_ENABLED": "1"}),
+    """The memory gate (issue 5): demo chat with memory off vs on (strict), alternating, then on with
+    recall; then recall latency at 10,000 memories for one user, in process, on SQLite."""
+    on = {
+        **SERVICE_ENV,
+        "ORCH_MEMORY_ENABLED": "1",
+        "ORCH_MEMORY_CAPTURE_ENABLED": "1",
+        "ORCH_MEMORY_WRITE_POLICY": "strict",
+    }
+    results, ratio = alternating(
+        workdir, "memory", ("service, memory off", SERVICE_ENV), ("service, memory on (strict)", on)
     )
-    for n, (label, extra) in enumerate(variants):
-        port = free_port()
-        # Each variant its own fresh files: a trace database grown by the previous variant would
-        # slow the next one's receipt writes.
-        env = {
-            **SERVICE_ENV,
-            "ORCH_MEMORY_DB_PATH": str(workdir / f"memory-{n}.db"),
-            "ORCH_TRACE_DB_PATH": str(workdir / f"trace-memory-{n}.db"),
-            "ORCH_TOOL_APPROVAL_DB_PATH": str(workdir / f"approvals-memory-{n}.db"),
-            **extra,
-        }
-        with serve(service_command(port), port, env, workdir / "memory.log"):
-            results.append(measure(label, f"http://127.0.0.1:{port}/v1/chat/completions"))
+    port = free_port()
+    env = {
+        **on,
+        "ORCH_MEMORY_RECALL_ENABLED": "1",
+        "ORCH_MEMORY_DB_PATH": str(workdir / "memory-recall.db"),
+        "ORCH_TRACE_DB_PATH": str(workdir / "trace-memory-recall.db"),
+    }
+    with serve(service_command(port), port, env, workdir / "memory.log"):
+        results.append(measure("service, strict + recall", f"http://127.0.0.1:{port}/v1/chat/completions"))
     print_results("memory gate on (strict) vs off (demo chat); target: on costs <= 10% req/s", results, results[0])
-    off, strict = (results[0].rps16 + results[2].rps16) / 2, (results[1].rps16 + results[3].rps16) / 2
-    print(f"mean c=16: off {off:.0f} req/s, strict {strict:.0f} req/s, ratio {strict / off:.2f}")
+    print(f"mean of {PAIRS} pairs at c=16: memory strict / off = {ratio:.2f}")
     subprocess.run([PYTHON, str(BENCH / "memory_recall_latency.py"), "10000"], check=True, cwd=ROOT)
 
 
