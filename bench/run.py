@@ -338,7 +338,7 @@ def scenario_memory(workdir: Path) -> None:
         "ORCH_MEMORY_WRITE_POLICY": "strict",
     }
     results, ratio = alternating(
-        workdir, "memory", ("service, memory off", SERVICE_ENV), ("service, memory on (strict)", on)
+        workdir, "memory", ("service, memory off", SERVICE_ENV), ("service, memory strict", on)
     )
     port = free_port()
     env = {

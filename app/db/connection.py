@@ -32,8 +32,9 @@ _SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write loc
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's limit on bound parameters per statement (3.32+)
 # The bulk writer's thread runs five nice steps below the event loop (a third of its CPU weight).
 # When both share a busy core, the scheduler otherwise lets a batch's SQLite work run on while the
-# woken event loop waits: measured +0.1-0.15 ms on a demo chat's p50 latency at one connection
-# (about +40%); with it, +0.05-0.1 ms. A third still keeps up under full load (ten steps did not).
+# woken event loop waits: receipts added 0.1-0.15 ms to a demo chat's p50 latency at one
+# connection (about +40%); with it, 0.03-0.1 ms. A third still keeps up under full load (at ten
+# steps the writer fell behind).
 WRITER_NICE_INCREMENT = 5
 
 
