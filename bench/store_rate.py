@@ -21,7 +21,7 @@ from app.tracing.store import TraceStore
 from app.tracing.tracer import Tracer
 
 TRACES = 20_000
-STEPS_PER_TRACE = 4  # request, policy_snapshot, llm_provider + one more, as a chat writes
+STEPS_PER_TRACE = 4  # request + 3 (a demo chat writes 2, with the memory gate 3, a tool call more)
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
