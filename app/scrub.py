@@ -206,28 +206,12 @@ def redact(value: Any, *, pii: bool, max_chars: int = 0) -> tuple[Any, int]:
     return value, 0
 
 
-_UNCHANGED = ""  # a memo value: the text needs no change (no redaction can produce "")
-_SCRUB_MEMOS: dict[bool, dict[str, str]] = {True: {}, False: {}}  # by the pii flag
-
-
 def _scrub_text(text: str, pii: bool, max_chars: int) -> str:
     """``text`` redacted and capped; the very same object when nothing changes."""
-    if len(text) in (32, 36) and _ID_SHAPE.fullmatch(text):
-        return text  # one of our ids (unique: not worth remembering)
-    if len(text) <= _MEMO_MAX_CHARS and (max_chars <= 0 or max_chars >= _MEMO_MAX_CHARS):
-        memo = _SCRUB_MEMOS[pii]
-        known = memo.get(text)
-        if known is None:
-            redacted = redact_text(text, pii=pii)[0]
-            known = _UNCHANGED if redacted == text else redacted
-            if len(memo) >= _MEMO_MAX_ENTRIES:
-                memo.clear()
-            memo[text] = known
-        return text if known is _UNCHANGED else known
-    redacted = redact_text(text, pii=pii)[0]
+    redacted, count = redact_text(text, pii=pii)
     if max_chars > 0 and len(redacted) > max_chars:
         return cap_text(redacted, max_chars)[0]
-    return text if redacted == text else redacted
+    return text if count == 0 else redacted
 
 
 def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
@@ -237,18 +221,20 @@ def scrub(value: Any, *, pii: bool, max_chars: int = 0) -> Any:
     without building copies (strings inline, verdicts memoised per key and per short string)
     costs about a microsecond for a receipt's payload of ten fields.
     """
-    # The memo of clean short strings serves only when the cap cannot cut them.
-    memo = _SCRUB_MEMOS[pii] if max_chars <= 0 or max_chars >= _MEMO_MAX_CHARS else _NO_MEMO
+    # redact_text's memo of short strings tells which are clean (no replacement) without a call;
+    # it serves only when the cap cannot cut them.
+    memo = _MEMOS[pii] if max_chars <= 0 or max_chars >= _MEMO_MAX_CHARS else _NO_MEMO
     return _scrub(value, pii, max_chars, memo)
 
 
-_NO_MEMO: dict[str, str] = {}
+_NO_MEMO: dict[str, tuple[str, int]] = {}
+_DIRTY = ("", 1)  # what an unknown string looks like to the memo check below
 
 
-def _scrub(value: Any, pii: bool, max_chars: int, memo: dict[str, str]) -> Any:
+def _scrub(value: Any, pii: bool, max_chars: int, memo: dict[str, tuple[str, int]]) -> Any:
     kind = type(value)
     if kind is str:
-        if len(value) < _MIN_SENSITIVE_CHARS or memo.get(value) is _UNCHANGED:
+        if len(value) < _MIN_SENSITIVE_CHARS or not memo.get(value, _DIRTY)[1]:
             return value
         return _scrub_text(value, pii, max_chars)
     if kind is dict:
@@ -266,7 +252,7 @@ def _scrub(value: Any, pii: bool, max_chars: int, memo: dict[str, str]) -> Any:
                 cleaned: Any = REDACTED
             elif item_kind is str:
                 # The common case inline: short, or a string already known to be clean.
-                if len(item) < _MIN_SENSITIVE_CHARS or memo.get(item) is _UNCHANGED:
+                if len(item) < _MIN_SENSITIVE_CHARS or not memo.get(item, _DIRTY)[1]:
                     continue
                 cleaned = _scrub_text(item, pii, max_chars)
             elif item_kind in _SCALARS:

@@ -128,18 +128,7 @@ class _SqliteExecutor:
         await self._connection.executemany(_sqlite_sql(sql), rows)
 
     async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        # One multi-row INSERT per chunk rather than executemany: the sqlite3 module hands the GIL
-        # back and forth with the event loop's thread for every row of an executemany, which on a
-        # busy single core costs more than the inserts themselves.
-        width = len(columns)
-        per_statement = max(1, _SQLITE_MAX_VARIABLES // width)
-        group = "(" + ", ".join("?" * width) + ")"
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            # Names are repository constants; every value is a bound parameter.
-            head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608
-            sql = head + ", ".join([group] * len(chunk))
-            params = list(chain.from_iterable(chunk))
+        for sql, params in _insert_statements(table, columns, rows):
             await (await self._connection.execute(sql, params)).close()
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
