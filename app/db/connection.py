@@ -14,7 +14,8 @@ import re
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from itertools import chain
@@ -23,19 +24,28 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import aiosqlite
 
+from app.observability.logging import get_logger
+
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
 T = TypeVar("T")
 
+log = get_logger("db")
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 _SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's limit on bound parameters per statement (3.32+)
-# The bulk writer's thread runs five nice steps below the event loop (a third of its CPU weight).
-# When both share a busy core, the scheduler otherwise lets a batch's SQLite work run on while the
-# woken event loop waits: receipts added 0.1-0.15 ms to a demo chat's p50 latency at one
-# connection (about +40%); with it, 0.03-0.1 ms. A third still keeps up under full load (at ten
-# steps the writer fell behind).
+# The bulk writer (receipts) checkpoints its WAL on a thread of its own: at most this often, and
+# at least once this long after a write (with synchronous=NORMAL a checkpoint is also the fsync
+# that makes what was committed survive a power loss), or sooner once this many rows were written.
+CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_ROWS = 20_000
+# The checkpoint thread runs five nice steps below the event loop (a third of its CPU weight):
+# when both share a busy core, the scheduler otherwise lets a checkpoint run on while the woken
+# event loop waits.
 WRITER_NICE_INCREMENT = 5
+_BEGIN_FIRST_WAIT_S = 0.001  # BEGIN on a file another process is writing retries after this, doubling ...
+_BEGIN_MAX_WAIT_S = 0.05  # ... up to this
 
 
 def _lower_thread_priority() -> None:
@@ -43,7 +53,7 @@ def _lower_thread_priority() -> None:
     if not sys.platform.startswith("linux"):
         return  # elsewhere it would apply to the whole process
     tid = threading.get_native_id()
-    # Not permitted (a sandbox)? The writer works the same, at the loop's priority.
+    # Not permitted (a sandbox)? Checkpoints work the same, at the loop's priority.
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE_INCREMENT)
 
@@ -142,21 +152,26 @@ class _SqliteExecutor:
 
 
 class SqliteTransaction:
-    """Synchronous statements inside :meth:`SqliteDatabase.run_transaction` (on its writer thread)."""
+    """Synchronous statements inside :meth:`SqliteDatabase.run_transaction` (on the event loop)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
+        self.rows_written = 0
 
     def fetch_one(self, sql: str, *args: Any) -> Row | None:
         row = self._connection.execute(_sqlite_sql(sql), args).fetchone()
         return dict(row) if row is not None else None
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._connection.executemany(_sqlite_sql(sql), rows)
+        self.rows_written += len(rows)
 
-    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Iterator[None]:
+        """A generator: each step runs one multi-row INSERT (``yield from`` it inside the work)."""
         for sql, params in _insert_statements(table, columns, rows):
             self._connection.execute(sql, params)
+            self.rows_written += len(params) // len(columns)
+            yield
 
 
 class SqliteDatabase:
@@ -175,10 +190,16 @@ class SqliteDatabase:
         self.wal = wal
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        # Bulk writers (receipts) get a connection of their own on a thread of their own: a whole
-        # transaction is one hand-off between threads (each costs tens of microseconds of CPU).
-        self._writer: ThreadPoolExecutor | None = None
-        self._writer_connection: sqlite3.Connection | None = None
+        # The bulk writer (receipts): a connection of its own used on the event loop, and a thread
+        # that checkpoints the WAL (see run_transaction).
+        self._bulk: sqlite3.Connection | None = None
+        self._bulk_lock = asyncio.Lock()
+        self._rows_since_checkpoint = 0
+        self._last_checkpoint = 0.0
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_connection: sqlite3.Connection | None = None
 
     async def open(self) -> SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,47 +253,130 @@ class SqliteDatabase:
                 raise
             await connection.execute("COMMIT")
 
-    def _transact(self, work: Callable[[SqliteTransaction], T]) -> T:
-        """On the writer thread: ``work`` between BEGIN IMMEDIATE and COMMIT (ROLLBACK on error)."""
-        connection = self._writer_connection
-        if connection is None:
+    def _bulk_connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise RuntimeError(f"database {self.path} is not open")
+        if self._bulk is None:
             # isolation_level=None: transactions are explicit. The file's WAL mode is set by open().
             connection = sqlite3.connect(self.path, isolation_level=None)
             connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+            connection.execute("PRAGMA busy_timeout = 0")  # never block the loop: _begin waits
+            # A multi-row INSERT's statement journal past 64 KiB would otherwise be a file in /var/tmp.
             connection.execute("PRAGMA temp_store = MEMORY")
             if self.wal:
                 connection.execute("PRAGMA synchronous = NORMAL")
-            self._writer_connection = connection
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(SqliteTransaction(connection))
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
+                connection.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpoint thread does it
+            self._bulk = connection
+            self._last_checkpoint = time.monotonic()
+        return self._bulk
+
+    async def _begin(self, connection: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting without blocking the loop (up to the busy timeout) while
+        another connection holds the write lock."""
+        deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+        wait = _BEGIN_FIRST_WAIT_S
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _BEGIN_MAX_WAIT_S)
+
+    async def run_transaction(self, work: Callable[[SqliteTransaction], Generator[None, None, T]]) -> T:
+        """Run ``work`` in one transaction on the bulk writer's own connection, on the event loop.
+
+        For bulk writes that need no await between their statements (the receipts writer). ``work``
+        is a generator function: it runs statements and yields between them, and at every yield
+        the loop serves other tasks, so no stall is longer than one statement (a multi-row INSERT
+        of at most 128 rows) or the COMMIT. Why on the loop: a writer thread on a busy core
+        contends with the loop for the GIL and the CPU dozens of times per batch; measured with
+        receipts on and chat relayed at 16 connections, that cost as much again as the writes.
+        The one long operation, the WAL checkpoint, runs on a thread (see CHECKPOINT_INTERVAL_S).
+        Other writers of the file (other processes) are waited for without blocking the loop.
+        """
+        connection = self._bulk_connection()
+        async with self._bulk_lock:
+            await self._begin(connection)
+            tx = SqliteTransaction(connection)
+            try:
+                steps = work(tx)
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as done:
+                        result: T = done.value
+                        break
+                    await asyncio.sleep(0)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+        self._rows_since_checkpoint += tx.rows_written
+        self._schedule_checkpoint()
         return result
 
-    async def run_transaction(self, work: Callable[[SqliteTransaction], T]) -> T:
-        """Run ``work`` in one transaction on the writer's own connection and thread.
+    def _schedule_checkpoint(self) -> None:
+        """A checkpoint now if one is due, else when it will be (unless one is already pending)."""
+        if self._checkpoint_task is not None or self._checkpoint_timer is not None:
+            return
+        wait = self._last_checkpoint + CHECKPOINT_INTERVAL_S - time.monotonic()
+        if wait > 0 and self._rows_since_checkpoint < CHECKPOINT_ROWS:
+            self._checkpoint_timer = asyncio.get_running_loop().call_later(wait, self._start_checkpoint)
+            return
+        self._start_checkpoint()
 
-        For bulk writes that need no await between their statements (the receipts writer): the
-        whole transaction costs one thread hand-off instead of one per statement. Other writers
-        of the file (this database's main connection, other processes) are serialised by SQLite's
-        lock and the busy timeout, as any two connections are.
-        """
-        if self._connection is None:
-            raise RuntimeError(f"database {self.path} is not open")
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="sqlite-writer", initializer=_lower_thread_priority
-            )
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._transact, work)
+    def _start_checkpoint(self) -> None:
+        self._checkpoint_timer = None
+        if self._bulk is None or self._checkpoint_task is not None:
+            return
+        self._rows_since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint(), name="sqlite-checkpoint")
 
-    def _close_writer(self) -> None:
-        if self._writer_connection is not None:
-            self._writer_connection.close()
-            self._writer_connection = None
+    async def _checkpoint(self) -> None:
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="sqlite-checkpoint", initializer=_lower_thread_priority
+                )
+            await asyncio.get_running_loop().run_in_executor(self._checkpointer, self._checkpoint_on_thread)
+        except sqlite3.Error as exc:
+            # Not fatal: the WAL keeps every commit, and the next checkpoint copies it all.
+            log.warning("WAL checkpoint failed", extra={"error_type": type(exc).__name__, "database": self.path.name})
+        finally:
+            self._checkpoint_task = None
+
+    def _checkpoint_on_thread(self) -> None:
+        connection = self._checkpoint_connection
+        if connection is None:
+            connection = sqlite3.connect(self.path, isolation_level=None)
+            self._checkpoint_connection = connection
+        # PASSIVE: copies what it can without waiting for (or blocking) readers and the writer.
+        connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    async def _close_bulk(self) -> None:
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+            self._checkpoint_timer = None
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+        if self._checkpointer is not None:
+            checkpointer, self._checkpointer = self._checkpointer, None
+            await asyncio.get_running_loop().run_in_executor(checkpointer, self._close_checkpoint_connection)
+            checkpointer.shutdown(wait=True)
+        if self._bulk is not None:
+            async with self._bulk_lock:  # a transaction under way finishes first
+                self._bulk.close()
+                self._bulk = None
+
+    def _close_checkpoint_connection(self) -> None:
+        if self._checkpoint_connection is not None:
+            self._checkpoint_connection.close()
+            self._checkpoint_connection = None
 
     async def ping(self) -> bool:
         try:
@@ -282,10 +386,7 @@ class SqliteDatabase:
         return True
 
     async def close(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
-            await asyncio.get_running_loop().run_in_executor(writer, self._close_writer)
-            writer.shutdown(wait=True)
+        await self._close_bulk()
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction
@@ -116,10 +116,11 @@ class _Batch:
 
 def _write_sqlite(
     tx: SqliteTransaction, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
-) -> None:
+) -> Generator[None, None, None]:
+    """The batch's statements, yielding between them (see SqliteDatabase.run_transaction)."""
     batch = _Batch(tx.fetch_one(_LEDGER_HEAD) if finishes else None, traces, steps, finishes)
     for table, columns, rows in batch.inserts():
-        tx.insert_rows(table, columns, rows)
+        yield from tx.insert_rows(table, columns, rows)
     if batch.finished_later:
         tx.executemany(_FINISH_LATER, batch.finished_later)
 
@@ -136,7 +137,7 @@ class TraceStore:
     ) -> None:
         """One transaction: new traces, their steps, and the ledger entries of finished traces."""
         if isinstance(self.db, SqliteDatabase):
-            # Every statement of the batch in one hand-off to the writer's thread.
+            # On the loop, a statement at a time, on the bulk writer's own connection.
             await self.db.run_transaction(lambda tx: _write_sqlite(tx, traces, steps, finishes))
             return
         async with self.db.transaction() as tx:
