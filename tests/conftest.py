@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import subprocess
@@ -141,8 +142,12 @@ class Backend:
             finally:
                 await connection.close()
             return
-        path = self.settings["trace_db_path"]
-        with sqlite3.connect(path) as connection:
+        # Off the event loop, as another process would be: the service's receipts writer holds the
+        # write lock across its own awaits, so a blocking wait here would wait for itself.
+        await asyncio.to_thread(self._sqlite_execute, sql, args)
+
+    def _sqlite_execute(self, sql: str, args: tuple[Any, ...]) -> None:
+        with sqlite3.connect(self.settings["trace_db_path"]) as connection:
             connection.execute(re.sub(r"\$(\d+)", r"?\1", sql), args)
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -152,6 +157,9 @@ class Backend:
                 return [dict(row) for row in await connection.fetch(sql, *args)]
             finally:
                 await connection.close()
+        return await asyncio.to_thread(self._sqlite_fetch, sql, args)
+
+    def _sqlite_fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         with sqlite3.connect(self.settings["trace_db_path"]) as connection:
             connection.row_factory = sqlite3.Row
             return [dict(row) for row in connection.execute(re.sub(r"\$(\d+)", r"?\1", sql), args)]

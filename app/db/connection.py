@@ -359,6 +359,11 @@ class SqliteDatabase:
         connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def _close_bulk(self) -> None:
+        """After the database is marked closed: no transaction or checkpoint starts any more."""
+        if self._bulk is not None:
+            async with self._bulk_lock:  # a transaction under way finishes first
+                self._bulk.close()
+                self._bulk = None
         if self._checkpoint_timer is not None:
             self._checkpoint_timer.cancel()
             self._checkpoint_timer = None
@@ -368,10 +373,6 @@ class SqliteDatabase:
             checkpointer, self._checkpointer = self._checkpointer, None
             await asyncio.get_running_loop().run_in_executor(checkpointer, self._close_checkpoint_connection)
             checkpointer.shutdown(wait=True)
-        if self._bulk is not None:
-            async with self._bulk_lock:  # a transaction under way finishes first
-                self._bulk.close()
-                self._bulk = None
 
     def _close_checkpoint_connection(self) -> None:
         if self._checkpoint_connection is not None:
@@ -386,10 +387,10 @@ class SqliteDatabase:
         return True
 
     async def close(self) -> None:
+        connection, self._connection = self._connection, None  # from here on "not open"
         await self._close_bulk()
-        if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+        if connection is not None:
+            await connection.close()
 
 
 def _command_count(status: str) -> int:

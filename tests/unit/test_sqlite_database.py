@@ -239,3 +239,21 @@ async def test_the_bulk_connection_keeps_temporary_files_in_memory_and_leaves_ch
         assert autocheckpoint == {"wal_autocheckpoint": 0}
     finally:
         await db.close()
+
+
+async def test_close_lets_a_transaction_under_way_commit_and_stops_the_checkpoint_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "CHECKPOINT_ROWS", 1)
+    db = await _open(tmp_path)
+    rows = [(n, "x" * 100) for n in range(300)]  # three INSERTs: the write yields twice
+    write = asyncio.create_task(db.run_transaction(_insert(*rows)))
+    await asyncio.sleep(0)  # the write has begun its transaction
+    await db.close()
+    await write
+    assert not [t for t in threading.enumerate() if t.name.startswith("sqlite-checkpoint")]
+    reopened = await SqliteDatabase(tmp_path / "bulk.db").open()
+    try:
+        assert await reopened.fetch_one("SELECT COUNT(*) AS n FROM items") == {"n": 300}
+    finally:
+        await reopened.close()
