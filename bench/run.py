@@ -346,6 +346,7 @@ def scenario_memory(workdir: Path) -> None:
         "ORCH_MEMORY_RECALL_ENABLED": "1",
         "ORCH_MEMORY_DB_PATH": str(workdir / "memory-recall.db"),
         "ORCH_TRACE_DB_PATH": str(workdir / "trace-memory-recall.db"),
+        "ORCH_TOOL_APPROVAL_DB_PATH": str(workdir / "approvals-memory-recall.db"),
     }
     with serve(service_command(port), port, env, workdir / "memory.log"):
         results.append(measure("service, strict + recall", f"http://127.0.0.1:{port}/v1/chat/completions"))
