@@ -14,9 +14,12 @@ drains the queue. A failed write is retried, then logged and counted; it never f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +57,32 @@ class _Record:
     begin: _Begin | None
     steps: list[tuple[str, float, dict[str, Any]]]  # (step_type, time.time(), payload)
     ended: bool
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector does not run while a batch is prepared and written.
+
+    A batch keeps a few thousand container objects alive at once (the records, then the rows
+    built from them) for the milliseconds it takes to commit, while requests keep allocating
+    on the same loop. Every young-generation collection in that window walks all of them and
+    promotes them to the older generations, whose collections then walk them again, only for
+    them all to be freed at the end of the batch. Measured, demo chat at 16 connections:
+    collections took 6.2 us per request with receipts on (1.3 with them off) and 1.0 with this
+    pause. Nothing is lost by waiting: refcounting frees non-cyclic garbage as usual, and the
+    first allocation after the pause starts the collection that was due. The pause covers
+    preparing the batch and each attempt to commit it (milliseconds; an attempt waits at most
+    the busy timeout for another process's write lock), not the wait before a retry. If the
+    collector was off already, it stays off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @functools.lru_cache(maxsize=256)
@@ -99,6 +128,12 @@ class _Prepared:
     traces: list[TraceRow] = field(default_factory=list)
     steps: list[StepRow] = field(default_factory=list)  # rows in the column order of STEP_COLUMNS
     finishes: list[Finish] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Free the rows (once committed)."""
+        self.traces.clear()
+        self.steps.clear()
+        self.finishes.clear()
 
 
 class Tracer:
@@ -195,19 +230,34 @@ class Tracer:
                 # Group commit: let the interval's worth of records gather, then take them all.
                 await asyncio.sleep(self.flush_interval)
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH_TRACES))]
-                prepared = _Prepared()
-                for start in range(0, len(batch), PREPARE_SLICE):
-                    if start:
-                        await asyncio.sleep(0)  # let requests run between slices: no long stall
-                    self._prepare(batch[start : start + PREPARE_SLICE], prepared)
-                await self._write(prepared)
+                await self._write_next_batch()
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
             if self._stopping:
                 return
+
+    async def _write_next_batch(self) -> None:
+        """Take up to MAX_BATCH_TRACES records from the queue, prepare them, commit them (with
+        retries). The collector is paused while the batch's objects are alive, not while a failed
+        write waits to be retried (see _collector_paused)."""
+        batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH_TRACES))]
+        prepared = _Prepared()
+        with _collector_paused():
+            for start in range(0, len(batch), PREPARE_SLICE):
+                if start:
+                    await asyncio.sleep(0)  # let requests run between slices: no long stall
+                self._prepare(batch[start : start + PREPARE_SLICE], prepared)
+            batch.clear()  # the records are rows now: freed before the collector runs again
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            with _collector_paused():
+                if await self._commit(prepared, attempt):
+                    prepared.release()
+                    return
+            if attempt < WRITE_ATTEMPTS:
+                await asyncio.sleep(0.2 * 2**attempt)
+        self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))
 
     def _payload_json(self, value: dict[str, Any]) -> str:
         """The payload as canonical JSON, redacted (and capped) before anything is stored."""
@@ -260,22 +310,19 @@ class Tracer:
             elif not record.ended:
                 self._chains[trace_id] = _Chain(seq, prev)  # more to come
 
-    async def _write(self, prepared: _Prepared) -> None:
+    async def _commit(self, prepared: _Prepared, attempt: int) -> bool:
+        """One attempt at committing the batch; a failure is logged and counted."""
         assert self.store is not None
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            started = time.perf_counter()
-            try:
-                await self.store.write_batch(prepared.traces, prepared.steps, prepared.finishes)
-            except Exception as exc:
-                self.write_errors.inc()
-                log.error(
-                    "receipt batch failed to commit",
-                    extra={"attempt": attempt, "error_type": type(exc).__name__, "steps": len(prepared.steps)},
-                )
-                if attempt < WRITE_ATTEMPTS:
-                    await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            self.batch_seconds.observe(time.perf_counter() - started)
-            self.steps_written.inc(len(prepared.steps))
-            return
-        self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))
+        started = time.perf_counter()
+        try:
+            await self.store.write_batch(prepared.traces, prepared.steps, prepared.finishes)
+        except Exception as exc:
+            self.write_errors.inc()
+            log.error(
+                "receipt batch failed to commit",
+                extra={"attempt": attempt, "error_type": type(exc).__name__, "steps": len(prepared.steps)},
+            )
+            return False
+        self.batch_seconds.observe(time.perf_counter() - started)
+        self.steps_written.inc(len(prepared.steps))
+        return True

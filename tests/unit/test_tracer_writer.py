@@ -1,0 +1,97 @@
+"""The receipts writer and the garbage collector: the collector is paused while a batch is
+prepared and committed, runs again afterwards and while a failed batch waits to be retried, and
+is left off when it was off. (A recording store stands in for the database: what is under test is
+the writer's own loop; the real stores are tested in tests/api/test_receipts.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from app.observability.metrics import Metrics
+from app.tracing.store import Finish, StepRow, TraceRow
+from app.tracing.tracer import Tracer
+
+
+class RecordingStore:
+    """Records, at each write, whether the collector was enabled; fails the first ``failures``."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.collector_on_at_write: list[bool] = []
+        self.collector_on_during_backoff: list[bool] = []
+        self.steps: list[StepRow] = []
+
+    async def write_batch(
+        self, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
+    ) -> None:
+        self.collector_on_at_write.append(gc.isenabled())
+        await asyncio.sleep(0)  # a real store yields between statements: the pause spans them
+        self.collector_on_at_write.append(gc.isenabled())
+        if self.failures:
+            self.failures -= 1
+            # 50 ms into the 400 ms wait before the retry:
+            asyncio.get_running_loop().call_later(0.05, lambda: self.collector_on_during_backoff.append(gc.isenabled()))
+            raise ConnectionError("database unavailable")
+        self.steps.extend(steps)
+
+
+@pytest.fixture
+def collector_on() -> Iterator[None]:
+    was_on = gc.isenabled()
+    gc.enable()
+    yield
+    if not was_on:
+        gc.disable()
+
+
+def _tracer(store: RecordingStore) -> Tracer:
+    return Tracer(store, redact_pii=True, flush_interval=0.001, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
+
+
+def _receipts(tracer: Tracer, count: int) -> None:
+    for n in range(count):
+        trace = tracer.begin(route="/v1/chat/completions", request_id=f"r{n}", principal="owner", stream=False)
+        trace.step("llm_provider", {"provider": "demo", "usage": {"total_tokens": n}})
+        trace.end()
+
+
+async def test_the_collector_is_paused_during_a_batch_and_on_again_after(collector_on: None) -> None:
+    store = RecordingStore()
+    tracer = _tracer(store)
+    await tracer.start()
+    _receipts(tracer, 500)
+    await tracer.flush()
+    assert gc.isenabled()  # between batches
+    await tracer.stop()
+    assert store.collector_on_at_write and not any(store.collector_on_at_write)
+    assert len(store.steps) == 1000
+    assert gc.isenabled()
+
+
+async def test_the_collector_runs_while_a_failed_batch_waits_for_its_retry(collector_on: None) -> None:
+    store = RecordingStore(failures=1)
+    tracer = _tracer(store)
+    await tracer.start()
+    _receipts(tracer, 3)
+    await tracer.flush()
+    await tracer.stop()
+    assert store.collector_on_during_backoff == [True]
+    assert not any(store.collector_on_at_write)  # the failed attempt and the retry
+    assert len(store.steps) == 6  # the retry committed the batch
+    assert gc.isenabled()
+
+
+async def test_a_collector_that_was_off_stays_off(collector_on: None) -> None:
+    store = RecordingStore()
+    tracer = _tracer(store)
+    await tracer.start()
+    gc.disable()
+    _receipts(tracer, 10)
+    await tracer.flush()
+    await tracer.stop()
+    assert not gc.isenabled()
+    assert len(store.steps) == 20
