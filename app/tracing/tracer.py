@@ -85,6 +85,12 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def _answer(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
 @functools.lru_cache(maxsize=256)
 def _encoded(step_type: str) -> str:
     return orjson.dumps(step_type).decode()
@@ -153,6 +159,7 @@ class Tracer:
         self.queue_max = queue_max
         self._queue: deque[_Record] = deque()
         self._wake = asyncio.Event()
+        self._urgent = asyncio.Event()  # a flush or the shutdown: no waiting out the interval
         self._stopping = False
         self._waiters: list[asyncio.Future[None]] = []
         self._chains: dict[str, _Chain] = {}
@@ -210,6 +217,7 @@ class Tracer:
             return
         self._stopping = True
         self._wake.set()
+        self._urgent.set()
         await self._task
         self._task = None
 
@@ -220,6 +228,7 @@ class Tracer:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(done)
         self._wake.set()
+        self._urgent.set()
         await done
 
     async def _run(self) -> None:
@@ -227,22 +236,38 @@ class Tracer:
             await self._wake.wait()
             self._wake.clear()
             if not (self._waiters or self._stopping):
-                # Group commit: let the interval's worth of records gather, then take them all.
-                await asyncio.sleep(self.flush_interval)
-            while self._queue:
-                await self._write_next_batch()
+                await self._gather()
+            # Only what is queued now is written in this round (and waiters asked before now are
+            # answered after it). Records handed over while it is written wait for the next
+            # interval: draining until the queue is empty would, under steady load, turn group
+            # commit into a stream of tiny transactions (at one connection, one every few
+            # requests), each paying for its own BEGIN, ledger head and COMMIT. A put after the
+            # clear above sets the event again, so nothing waits longer than one more interval.
             waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            if self._stopping:
+            due = len(self._queue)
+            while due > 0 and self._queue:
+                due -= await self._write_next_batch(due)
+            _answer(waiters)
+            if self._stopping and not self._queue:
+                _answer(self._waiters)
+                self._waiters = []
                 return
 
-    async def _write_next_batch(self) -> None:
-        """Take up to MAX_BATCH_TRACES records from the queue, prepare them, commit them (with
-        retries). The collector is paused while the batch's objects are alive, not while a failed
-        write waits to be retried (see _collector_paused)."""
-        batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH_TRACES))]
+    async def _gather(self) -> None:
+        """Group commit: let the interval's worth of records gather (a flush or the shutdown
+        ends the wait early)."""
+        self._urgent.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.flush_interval):
+                await self._urgent.wait()
+
+    async def _write_next_batch(self, due: int) -> int:
+        """Take up to ``due`` (at most MAX_BATCH_TRACES) records from the queue, prepare them,
+        commit them (with retries); return how many were taken. The collector is paused while the
+        batch's objects are alive, not while a failed write waits to be retried (see
+        _collector_paused)."""
+        batch = [self._queue.popleft() for _ in range(min(due, len(self._queue), MAX_BATCH_TRACES))]
+        taken = len(batch)
         prepared = _Prepared()
         with _collector_paused():
             for start in range(0, len(batch), PREPARE_SLICE):
@@ -254,10 +279,11 @@ class Tracer:
             with _collector_paused():
                 if await self._commit(prepared, attempt):
                     prepared.release()
-                    return
+                    return taken
             if attempt < WRITE_ATTEMPTS:
                 await asyncio.sleep(0.2 * 2**attempt)
         self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))
+        return taken
 
     def _payload_json(self, value: dict[str, Any]) -> str:
         """The payload as canonical JSON, redacted (and capped) before anything is stored."""

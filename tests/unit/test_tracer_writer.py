@@ -1,12 +1,14 @@
-"""The receipts writer and the garbage collector: the collector is paused while a batch is
-prepared and committed, runs again afterwards and while a failed batch waits to be retried, and
-is left off when it was off. (A recording store stands in for the database: what is under test is
+"""The receipts writer's loop: one group commit per interval however busy it is, flushes and
+shutdown that miss nothing handed over before them; and the garbage collector, paused while a
+batch is prepared and committed, on again afterwards and while a failed batch waits to be retried,
+left off when it was off. (A recording store stands in for the database: what is under test is
 the writer's own loop; the real stores are tested in tests/api/test_receipts.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -95,3 +97,73 @@ async def test_a_collector_that_was_off_stays_off(collector_on: None) -> None:
     await tracer.stop()
     assert not gc.isenabled()
     assert len(store.steps) == 20
+
+
+class BusyStore(RecordingStore):
+    """Requests keep arriving while each of the first ``arrivals`` batches is committed."""
+
+    def __init__(self, tracer_ref: list[Tracer], arrivals: int) -> None:
+        super().__init__()
+        self.tracer_ref = tracer_ref
+        self.arrivals = arrivals
+        self.commit_times: list[float] = []
+        self.batch_sizes: list[int] = []
+
+    async def write_batch(
+        self, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
+    ) -> None:
+        self.commit_times.append(time.monotonic())
+        self.batch_sizes.append(len(traces))
+        if self.arrivals:
+            self.arrivals -= 1
+            _receipts(self.tracer_ref[0], 3)
+        await asyncio.sleep(0)
+        self.steps.extend(steps)
+
+
+async def test_records_arriving_during_a_commit_wait_for_the_next_interval() -> None:
+    # Draining until the queue was empty turned steady load into back-to-back tiny transactions.
+    interval = 0.05
+    ref: list[Tracer] = []
+    store = BusyStore(ref, arrivals=4)
+    tracer = Tracer(store, redact_pii=True, flush_interval=interval, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
+    ref.append(tracer)
+    await tracer.start()
+    _receipts(tracer, 5)
+    while len(store.commit_times) < 5:
+        await asyncio.sleep(interval / 5)
+    await tracer.stop()
+    assert store.batch_sizes == [5, 3, 3, 3, 3]
+    gaps = [later - earlier for earlier, later in zip(store.commit_times, store.commit_times[1:], strict=False)]
+    assert min(gaps) >= interval * 0.9, gaps  # each one waited for its interval
+    assert len(store.steps) == 2 * 17
+
+
+async def test_a_flush_asked_during_a_commit_waits_for_the_records_before_it() -> None:
+    ref: list[Tracer] = []
+    store = BusyStore(ref, arrivals=1)
+    tracer = Tracer(store, redact_pii=True, flush_interval=10.0, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
+    ref.append(tracer)
+    await tracer.start()
+    _receipts(tracer, 2)
+    first = asyncio.create_task(tracer.flush())
+    while not store.commit_times:
+        await asyncio.sleep(0)
+    # The first batch is being committed and three more records have just arrived.
+    await asyncio.wait_for(tracer.flush(), timeout=5)  # no 10 s interval for a flush
+    assert first.done()
+    assert store.batch_sizes == [2, 3]
+    assert len(store.steps) == 2 * 5
+    await tracer.stop()
+
+
+async def test_shutdown_writes_what_arrives_during_the_last_commits() -> None:
+    ref: list[Tracer] = []
+    store = BusyStore(ref, arrivals=3)
+    tracer = Tracer(store, redact_pii=True, flush_interval=10.0, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
+    ref.append(tracer)
+    await tracer.start()
+    _receipts(tracer, 4)
+    await asyncio.wait_for(tracer.stop(), timeout=5)
+    assert store.batch_sizes == [4, 3, 3, 3]
+    assert len(store.steps) == 2 * 13
