@@ -92,7 +92,7 @@ def _sqlite_sql(sql: str) -> str:
     return _PLACEHOLDER.sub(r"?\1", sql)
 
 
-_MAX_ROWS_PER_INSERT = 128
+_MAX_ROWS_PER_INSERT = 256
 
 
 def _insert_statements(
@@ -291,7 +291,7 @@ class SqliteDatabase:
         For bulk writes that need no await between their statements (the receipts writer). ``work``
         is a generator function: it runs statements and yields between them, and at every yield
         the loop serves other tasks, so no stall is longer than one statement (a multi-row INSERT
-        of at most 128 rows) or the COMMIT. Why on the loop: a writer thread on a busy core
+        of at most 256 rows) or the COMMIT. Why on the loop: a writer thread on a busy core
         contends with the loop for the GIL and the CPU dozens of times per batch; measured with
         receipts on and chat relayed at 16 connections, that cost as much again as the writes.
         The one long operation, the WAL checkpoint, runs on a thread (see CHECKPOINT_INTERVAL_S).

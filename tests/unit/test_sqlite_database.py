@@ -30,13 +30,13 @@ def test_insert_statements_use_power_of_two_chunks_covering_every_row() -> None:
     rows = [(n, f"item {n}") for n in range(300)]
     statements = list(_insert_statements("items", COLUMNS, rows))
     sizes = [sql.count("(?, ?)") for sql, _ in statements]
-    assert sizes == [128, 128, 32, 8, 4]
+    assert sizes == [256, 32, 8, 4]
     params = [value for _, chunk in statements for value in chunk]
     assert params == [value for row in rows for value in row]
 
 
 def test_insert_statements_respect_the_bound_parameter_limit() -> None:
-    columns = tuple(f"c{i}" for i in range(600))  # 600 columns: 128 rows would bind 76,800 values
+    columns = tuple(f"c{i}" for i in range(600))  # 600 columns: 256 rows would bind 153,600 values
     statements = list(_insert_statements("wide", columns, [tuple(range(600))] * 100))
     assert all(len(params) <= 32766 for _, params in statements)
     assert sum(len(params) for _, params in statements) == 600 * 100
@@ -119,7 +119,7 @@ async def test_other_tasks_run_between_the_statements_of_a_transaction(tmp_path:
         await asyncio.sleep(0)
         await db.run_transaction(work)
         task.cancel()
-        assert len(seen) == 7  # one step per INSERT: 4 x 128 + 64 + 16 + 8 rows
+        assert len(seen) == 5  # one step per INSERT: 2 x 256 + 64 + 16 + 8 rows
         assert seen == sorted(set(seen)), "the ticker ran between every two statements"
         assert (await db.fetch_one("SELECT COUNT(*) AS n FROM items")) == {"n": 600}
     finally:
