@@ -50,8 +50,8 @@ def collector_on() -> Iterator[None]:
         gc.disable()
 
 
-def _tracer(store: RecordingStore) -> Tracer:
-    return Tracer(store, redact_pii=True, flush_interval=0.001, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
+def _tracer(store: RecordingStore | BusyStore, interval: float = 0.001) -> Tracer:
+    return Tracer(store, redact_pii=True, flush_interval=interval, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
 
 
 def _receipts(tracer: Tracer, count: int) -> None:
@@ -99,36 +99,40 @@ async def test_a_collector_that_was_off_stays_off(collector_on: None) -> None:
     assert len(store.steps) == 20
 
 
-class BusyStore(RecordingStore):
-    """Requests keep arriving while each of the first ``arrivals`` batches is committed."""
+class BusyStore:
+    """Records each commit's time and size; requests keep arriving while each of the first
+    ``arrivals`` batches is committed."""
 
-    def __init__(self, tracer_ref: list[Tracer], arrivals: int) -> None:
-        super().__init__()
-        self.tracer_ref = tracer_ref
+    def __init__(self, arrivals: int) -> None:
         self.arrivals = arrivals
+        self.tracer: Tracer | None = None
         self.commit_times: list[float] = []
         self.batch_sizes: list[int] = []
+        self.steps: list[StepRow] = []
 
     async def write_batch(
         self, traces: Sequence[TraceRow], steps: Sequence[StepRow], finishes: Sequence[Finish]
     ) -> None:
         self.commit_times.append(time.monotonic())
         self.batch_sizes.append(len(traces))
-        if self.arrivals:
+        if self.arrivals and self.tracer is not None:
             self.arrivals -= 1
-            _receipts(self.tracer_ref[0], 3)
+            _receipts(self.tracer, 3)
         await asyncio.sleep(0)
         self.steps.extend(steps)
+
+
+async def _busy(arrivals: int, interval: float) -> tuple[BusyStore, Tracer]:
+    store = BusyStore(arrivals)
+    store.tracer = _tracer(store, interval)
+    await store.tracer.start()
+    return store, store.tracer
 
 
 async def test_records_arriving_during_a_commit_wait_for_the_next_interval() -> None:
     # Draining until the queue was empty turned steady load into back-to-back tiny transactions.
     interval = 0.05
-    ref: list[Tracer] = []
-    store = BusyStore(ref, arrivals=4)
-    tracer = Tracer(store, redact_pii=True, flush_interval=interval, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
-    ref.append(tracer)
-    await tracer.start()
+    store, tracer = await _busy(arrivals=4, interval=interval)
     _receipts(tracer, 5)
     while len(store.commit_times) < 5:
         await asyncio.sleep(interval / 5)
@@ -140,11 +144,7 @@ async def test_records_arriving_during_a_commit_wait_for_the_next_interval() -> 
 
 
 async def test_a_flush_asked_during_a_commit_waits_for_the_records_before_it() -> None:
-    ref: list[Tracer] = []
-    store = BusyStore(ref, arrivals=1)
-    tracer = Tracer(store, redact_pii=True, flush_interval=10.0, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
-    ref.append(tracer)
-    await tracer.start()
+    store, tracer = await _busy(arrivals=1, interval=10.0)
     _receipts(tracer, 2)
     first = asyncio.create_task(tracer.flush())
     while not store.commit_times:
@@ -158,11 +158,7 @@ async def test_a_flush_asked_during_a_commit_waits_for_the_records_before_it() -
 
 
 async def test_shutdown_writes_what_arrives_during_the_last_commits() -> None:
-    ref: list[Tracer] = []
-    store = BusyStore(ref, arrivals=3)
-    tracer = Tracer(store, redact_pii=True, flush_interval=10.0, queue_max=10_000, metrics=Metrics())  # type: ignore[arg-type]
-    ref.append(tracer)
-    await tracer.start()
+    store, tracer = await _busy(arrivals=3, interval=10.0)
     _receipts(tracer, 4)
     await asyncio.wait_for(tracer.stop(), timeout=5)
     assert store.batch_sizes == [4, 3, 3, 3]
