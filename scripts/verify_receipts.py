@@ -3,8 +3,9 @@
 
 A trace bundle (``GET /v1/trust/trace/{id}/export``) is checked step by step: every step's hash is
 recomputed from its stored canonical text and must link to the previous one; the recorded head
-and step count, and the trace's ledger entry, must agree with the chain. A ledger bundle
-(``GET /v1/trust/ledger?from=&to=``) is checked link by link.
+and step count, the trace's ledger entry, and the ``metadata`` shown (its hashed request step's
+payload) must agree with the chain. A ledger bundle (``GET /v1/trust/ledger?from=&to=``) is
+checked link by link; one with no entries verifies nothing and is not verified.
 
 ``--expected-head HASH`` also compares the head (a trace's last step hash, or a ledger range's
 last entry hash) with one you saved earlier: that is what catches a rewrite by someone who
@@ -29,7 +30,18 @@ TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 
 
-def check(bundle: dict, expected_head: str | None) -> tuple[Verdict, str]:
+def _metadata_verdict(steps: list, metadata: object, verdict: Verdict) -> Verdict:
+    """The bundle's ``metadata`` (what a reader sees first) must be the hashed request step's payload."""
+    requests = [json.loads(step["step_json"]) for step in steps if step["step_type"] == "request"]
+    if metadata is None or (requests and requests[0].get("payload") == metadata):
+        return verdict
+    detail = "metadata differs from the hashed request step" if requests else "metadata without a request step"
+    return Verdict(False, "metadata_mismatch", verdict.head_hash, verdict.step_count, None, detail)
+
+
+def check(bundle: object, expected_head: str | None) -> tuple[Verdict, str]:
+    if not isinstance(bundle, dict):
+        raise ValueError("a bundle is a JSON object")
     kind = bundle.get("format")
     if kind == TRACE_BUNDLE:
         trace = bundle["trace"]
@@ -41,11 +53,15 @@ def check(bundle: dict, expected_head: str | None) -> tuple[Verdict, str]:
             recorded_count=trace.get("step_count"),
             recorded_head=trace.get("head_hash"),
         )
+        if verdict.ok:
+            verdict = _metadata_verdict(bundle["steps"], trace.get("metadata"), verdict)
         label = f"trace {trace['id']} ({len(bundle['steps'])} steps)"
     elif kind == LEDGER_BUNDLE:
         entries = bundle["entries"]
         start = GENESIS if bundle.get("first_seq") == 1 else None
         verdict = verify_ledger(entries, start_prev=start)
+        if verdict.ok and not entries:
+            verdict = Verdict(False, "empty", None, 0, None, "the bundle holds no ledger entries")
         label = f"ledger entries {bundle.get('first_seq')}..{bundle.get('last_seq')} ({len(entries)})"
     else:
         raise ValueError(f"unknown bundle format {kind!r}")
@@ -64,7 +80,7 @@ def main() -> int:
     try:
         bundle = json.loads(args.bundle.read_text(encoding="utf-8"))
         verdict, label = check(bundle, args.expected_head)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         print(f"unreadable bundle: {exc}", file=sys.stderr)
         return 2
     if verdict.ok:

@@ -76,8 +76,9 @@ async def export(trust: TrustDep, trace_id: str) -> dict[str, Any]:
     return await trust.export(trace_id)
 
 
-LedgerFrom = Annotated[int | None, Query(alias="from", ge=1)]
-LedgerTo = Annotated[int | None, Query(alias="to", ge=1)]
+_MAX_SEQ = 2**63 - 1  # ledger sequence numbers are 64-bit integers in both databases
+LedgerFrom = Annotated[int | None, Query(alias="from", ge=1, le=_MAX_SEQ)]
+LedgerTo = Annotated[int | None, Query(alias="to", ge=1, le=_MAX_SEQ)]
 
 
 @router.get("/trust/ledger", summary="A range of the global ledger as a bundle")

@@ -130,9 +130,13 @@ def verify_trace(
     recorded_count: int | None = None,
     recorded_head: str | None = None,
 ) -> Verdict:
-    """A trace's chain, then its recorded head and its ledger entry (for a finished trace)."""
+    """A trace's chain, then its recorded head and its ledger entry (for a finished trace).
+
+    A trace counts as finished when its record says so or when the ledger lists it: a finished
+    trace's record forged back to "not finished" must not skip the ledger's check.
+    """
     verdict = verify_steps(trace_id, steps)
-    if not verdict.ok or not finished:
+    if not verdict.ok or not (finished or ledger_entry is not None):
         return verdict
     if recorded_count is not None and recorded_count != verdict.step_count:
         return Verdict(

@@ -95,9 +95,12 @@ class _Batch:
             ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
             prev = entry_hash
         self.ledger = ledger
-        inserted = {trace[0] for trace in traces}
-        self.finished_later = [  # traces begun in an earlier batch
-            (f[3], f[1], f[2], ledger[f[0]][0], f[0]) for f in finishes if f[0] not in inserted
+        # A trace whose row this batch inserts already finished needs no UPDATE. Every other finish
+        # does: a trace begun in an earlier batch, and one whose first hand-over (a stream's early
+        # flush) and its end both fall in this batch, whose row goes in as not yet finished.
+        inserted_finished = {trace[0] for trace in traces if trace[4] is not None}
+        self.finished_later = [
+            (f[3], f[1], f[2], ledger[f[0]][0], f[0]) for f in finishes if f[0] not in inserted_finished
         ]
 
     def inserts(self) -> list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]]:
@@ -175,6 +178,15 @@ class TraceStore:
 
     async def ledger_head(self) -> Row | None:
         return await self.db.fetch_one("SELECT * FROM trace_ledger ORDER BY seq DESC LIMIT 1")
+
+    async def newest_recorded_ledger_seq(self, window: int) -> int | None:
+        """The highest ledger entry recorded by the newest ``window`` traces (ids are time-ordered),
+        a bounded read however large the table."""
+        row = await self.db.fetch_one(
+            "SELECT MAX(ledger_seq) AS seq FROM (SELECT ledger_seq FROM traces ORDER BY id DESC LIMIT $1) recent",
+            window,
+        )
+        return int(row["seq"]) if row and row["seq"] is not None else None
 
     async def traces_exist(self, trace_ids: Sequence[str]) -> set[str]:
         if not trace_ids:

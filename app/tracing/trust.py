@@ -18,6 +18,7 @@ from app.tracing.tracer import Tracer
 TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
+RECENT_TRACES_CHECKED = 1000  # ledger verify: the newest traces whose ledger entries must exist
 
 
 def check_trace_id(trace_id: str) -> str:
@@ -118,12 +119,11 @@ class TrustService:
                     False, "trace_deleted", None, len(steps), None, "the ledger lists this trace but its record is gone"
                 )
             return Verdict(False, "chain_broken", None, len(steps), None, "the trace record is missing")
-        finished = trace.get("finished_at") is not None or entry is not None
         return verify_trace(
             trace_id,
             steps,
             ledger_entry=entry,
-            finished=finished,
+            finished=trace.get("finished_at") is not None,
             recorded_count=trace.get("step_count"),
             recorded_head=trace.get("head_hash"),
         )
@@ -185,10 +185,21 @@ class TrustService:
             "ledger_entry": entry,
         }
 
-    async def _ledger_bounds(self, first: int | None, last: int | None) -> tuple[int, int]:
+    async def _ledger_top(self) -> tuple[int, str | None]:
+        """The newest ledger entry's sequence number (0: empty) and hash."""
         head = await self.store.ledger_head()
-        top = int(head["seq"]) if head else 0
+        return (int(head["seq"]), str(head["entry_hash"])) if head else (0, None)
+
+    @staticmethod
+    def _ledger_bounds(first: int | None, last: int | None, top: int) -> tuple[int, int]:
+        """The range asked for, clamped to the ledger; a range that holds no entry is 404 (verifying
+        or exporting nothing must not read as "verified")."""
+        if first is not None and last is not None and first > last:
+            raise InvalidRequest(f"`from` ({first}) is after `to` ({last}).", param="from", code="invalid_range")
         first = first or 1
+        if first > top:
+            message = f"The ledger ends at entry {top}." if top else "The ledger is empty: no trace has finished yet."
+            raise NotFound(message, param="from", code="ledger_range_empty")
         last = min(last or top, top)
         if last - first + 1 > MAX_LEDGER_RANGE:
             raise InvalidRequest(
@@ -198,21 +209,38 @@ class TrustService:
 
     async def export_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
         await self.tracer.flush()
-        first, last = await self._ledger_bounds(first, last)
-        entries = await self.store.ledger_range(first, last) if last >= first else []
+        first, last = self._ledger_bounds(first, last, (await self._ledger_top())[0])
         return {
             "format": LEDGER_BUNDLE,
             "exported_at": datetime.now(UTC).isoformat(),
             "first_seq": first,
             "last_seq": last,
-            "entries": entries,
+            "entries": await self.store.ledger_range(first, last),
         }
 
     async def verify_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
-        """The ledger's links and hashes, and that every trace it lists still exists with that head."""
+        """The ledger's links and hashes, that its newest entries are all there, and that every
+        trace it lists still exists with that head."""
         await self.tracer.flush()
-        first, last = await self._ledger_bounds(first, last)
-        entries = await self.store.ledger_range(first, last) if last >= first else []
+        # Read before the head: a batch committed in between adds its traces and their entries at
+        # once, so a trace can record an entry past the head read after it only if that entry was
+        # deleted.
+        recorded = await self.store.newest_recorded_ledger_seq(RECENT_TRACES_CHECKED)
+        top, top_hash = await self._ledger_top()
+        if recorded is not None and recorded > top and (last is None or last > top):
+            # A chain cannot tell that its own tail is gone; the traces that recorded it can.
+            return {
+                "verified": False,
+                "reason": "ledger_broken",
+                "first_seq": first or 1,
+                "last_seq": top,
+                "entries": 0,
+                "head_hash": top_hash,
+                "broken_at": top + 1,
+                "detail": f"a trace records ledger entry {recorded} but the ledger ends at {top}: entries were deleted",
+            }
+        first, last = self._ledger_bounds(first, last, top)
+        entries = await self.store.ledger_range(first, last)
         start_prev = GENESIS if first == 1 else None
         if first > 1:
             before = await self.store.ledger_entry_at(first - 1)
@@ -252,7 +280,9 @@ class TrustService:
 
     async def audit(self, trace_id: str) -> dict[str, Any]:
         """Was this trace served under the policy files that are on disk now?"""
-        _, steps, _ = await self._load(trace_id)
+        trace, steps, entry = await self._load(trace_id)
+        # A hash read from rows that fail verification proves nothing: such a trace is never valid.
+        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
         # The hash in force is on the request step and on every policy_snapshot step (tool runs).
         policy_steps = [
             body
@@ -263,7 +293,8 @@ class TrustService:
         current = self.policies.current_hash()
         return {
             "trace_id": check_trace_id(trace_id),
-            "valid": recorded is not None and recorded == current,
+            "valid": verdict.ok and recorded is not None and recorded == current,
+            "receipt": {"verified": verdict.ok, "reason": verdict.reason, **_verdict_fields(verdict)},
             "policy_hash_current": current,
             "policy_hash_trace": recorded,
             "policy_hash_loaded": self.policies.loaded_hash,

@@ -251,6 +251,67 @@ async def test_untouched_ledger_verifies(app_factory: Callable[..., FastAPI], ba
         assert partial["verified"] and partial["entries"] == 2
 
 
+async def test_deleted_newest_ledger_entries_are_detected(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """A chain cannot see its own tail cut off; the traces that recorded those entries can."""
+    async with panel(app_factory, backend) as (client, state):
+        for _ in range(3):
+            await chat(client, state)
+        await backend.execute("DELETE FROM trace_ledger WHERE seq >= 2")
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        earlier = (await client.get("/v1/trust/ledger/verify", params={"to": 1})).json()
+        await backend.execute("DELETE FROM trace_ledger")
+        emptied = (await client.get("/v1/trust/ledger/verify")).json()
+    assert not ledger["verified"] and ledger["reason"] == "ledger_broken" and ledger["broken_at"] == 2, ledger
+    assert "entry 3" in ledger["detail"] and ledger["last_seq"] == 1
+    assert earlier["verified"] and earlier["entries"] == 1  # what is left of the range asked for is intact
+    assert not emptied["verified"] and emptied["reason"] == "ledger_broken" and emptied["broken_at"] == 1
+
+
+async def test_ledger_ranges_that_hold_nothing_or_are_malformed(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    async with panel(app_factory, backend) as (client, state):
+        for path in ("/v1/trust/ledger", "/v1/trust/ledger/verify"):
+            error = assert_envelope(await client.get(path), 404, type_="not_found_error", param="from")
+            assert error["code"] == "ledger_range_empty" and "empty" in error["message"]
+        await chat(client, state)
+        await chat(client, state)
+        for path in ("/v1/trust/ledger", "/v1/trust/ledger/verify"):
+            beyond = assert_envelope(await client.get(path, params={"from": 3}), 404, param="from")
+            assert "ends at entry 2" in beyond["message"]
+            backwards = assert_envelope(await client.get(path, params={"from": 2, "to": 1}), 400, param="from")
+            assert backwards["code"] == "invalid_range"
+            for huge in ("9223372036854775808", "99999999999999999999"):
+                assert_envelope(await client.get(path, params={"from": huge}), 400, param="from")
+                assert_envelope(await client.get(path, params={"to": huge}), 400, param="to")
+        intact = (await client.get("/v1/trust/ledger/verify", params={"from": 2, "to": 9})).json()
+    assert intact["verified"] and intact["entries"] == 1 and intact["last_seq"] == 2
+
+
+async def test_a_streamed_chat_finishes_its_receipt_and_the_ledger_agrees(
+    app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path
+) -> None:
+    """A stream hands its start over early (flush) and the rest at its end; with a long interval
+    both land in one batch, whose trace row must still record the finish the ledger records."""
+    async with panel(app_factory, backend, trace_flush_interval_ms=5000) as (client, state):
+        async with client.stream("POST", CHAT, json={**HELLO, "stream": True}) as response:
+            assert response.status_code == 200
+            lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+        trace_id = json.loads(lines[0][len("data: ") :])["request_id"]
+        await chat(client, state)  # a plain neighbour, committed in the same batch
+        report = (await client.get(f"/v1/trust/trace/{trace_id}")).json()
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
+    assert report["verified"] and report["finished_at"] is not None and report["step_count"] == 2
+    assert ledger["verified"] and ledger["reason"] == "intact" and ledger["entries"] == 2, ledger
+    assert bundle["trace"]["step_count"] == 2 and bundle["trace"]["head_hash"] == report["head_hash"]
+    path = tmp_path / "stream.json"
+    path.write_text(json.dumps(bundle))
+    assert run_verifier(path).returncode == 0
+
+
 async def test_unknown_and_malformed_trace_ids(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
     async with panel(app_factory, backend) as (client, _):
         unknown = str(uuid.uuid4())
@@ -336,6 +397,29 @@ async def test_audit_verify_compares_the_recorded_policy_with_the_files_on_disk(
         assert_envelope(await client.post("/v1/audit/verify", content=b"nope"), 400)
 
 
+async def test_audit_verify_never_vouches_for_a_broken_receipt(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """The policy hash is read from the stored rows: if they fail verification, it proves nothing."""
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        audit = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
+        assert audit["valid"] is True and audit["receipt"] == {
+            "verified": True,
+            "reason": "intact",
+            "broken_at": None,
+            "detail": None,
+        }
+        await backend.execute(
+            "UPDATE trace_steps SET step_json = REPLACE(step_json, '\"owner\"', '\"mallory\"') WHERE trace_id = $1",
+            trace_id,
+        )
+        tampered = (await client.post("/v1/audit/verify", json={"trace_id": trace_id})).json()
+    assert tampered["policy_hash_trace"] == tampered["policy_hash_current"]  # the hash alone still matches
+    assert tampered["valid"] is False
+    assert tampered["receipt"]["reason"] == "chain_broken" and tampered["receipt"]["broken_at"] == 1
+
+
 def run_verifier(bundle: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     # The system interpreter, not the project's virtualenv: the check needs only the stdlib.
     python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -375,8 +459,36 @@ async def test_exported_bundles_verify_offline(
     ledger["entries"][0]["head_hash"] = "f" * 64
     ledger_path.write_text(json.dumps(ledger))
     assert run_verifier(ledger_path).returncode == 1
-    (tmp_path / "junk.json").write_text("{")
-    assert run_verifier(tmp_path / "junk.json").returncode == 2
+    for junk in ("{", "[]", '"text"', "null"):
+        (tmp_path / "junk.json").write_text(junk)
+        unreadable = run_verifier(tmp_path / "junk.json")
+        assert unreadable.returncode == 2 and "unreadable bundle" in unreadable.stderr, junk
+    ledger["entries"] = []
+    ledger_path.write_text(json.dumps(ledger))
+    empty = run_verifier(ledger_path)
+    assert empty.returncode == 1 and "empty" in empty.stdout
+
+
+async def test_offline_check_covers_what_a_reader_sees(
+    app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path
+) -> None:
+    """The bundle's metadata must be its hashed request step; a trace the ledger lists is checked
+    against its entry even when the bundle's own record of the finish is erased."""
+    async with panel(app_factory, backend) as (client, state):
+        trace_id = await chat(client, state)
+        bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
+    path = tmp_path / "bundle.json"
+    forged = json.loads(json.dumps(bundle))
+    forged["trace"]["metadata"]["principal"] = "mallory"
+    path.write_text(json.dumps(forged))
+    edited = run_verifier(path)
+    assert edited.returncode == 1 and "metadata_mismatch" in edited.stdout, edited.stdout
+    cut = json.loads(json.dumps(bundle))
+    cut["steps"] = cut["steps"][:1]
+    cut["trace"].update(finished_at=None, step_count=None, head_hash=None)
+    path.write_text(json.dumps(cut))
+    truncated = run_verifier(path)
+    assert truncated.returncode == 1 and "ledger_mismatch" in truncated.stdout, truncated.stdout
 
 
 async def test_a_failing_store_never_fails_the_request(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
