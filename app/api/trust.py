@@ -1,7 +1,9 @@
 """The trust panel (``/v1/trust/*``) and audit verification (``/v1/audit/verify``).
 
 Trust routes need the bearer and ``ORCH_TRUST_PANEL_ENABLED=1`` (503 otherwise, checked after
-auth so that the setting is not visible to strangers).
+auth so that the setting is not visible to strangers). Receipts are scoped by principal: the owner
+(``ORCH_BEARER_TOKEN``) reads every receipt and the ledger; another principal reads only its own
+receipts, and another's trace answers it the same 404 as an unknown one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import json_body_doc
+from app.auth import OWNER_ID, Principal
 from app.deps import ApiCallerDep, StateDep
-from app.errors import ServiceUnavailable
+from app.errors import PermissionDenied, ServiceUnavailable
 from app.tracing.trust import TrustService
 
 router = APIRouter(prefix="/v1", tags=["receipts"])
@@ -40,6 +43,21 @@ async def audit_service(state: StateDep, _: ApiCallerDep) -> TrustService:
     return state.trust
 
 
+def viewer(caller: Principal) -> str | None:
+    """Whose receipts ``caller`` may read: None (everyone's) for the owner, and with auth off
+    (no identities at all); otherwise its own principal name."""
+    return None if caller.id == OWNER_ID or not caller.authenticated else caller.id
+
+
+def owner_only(caller: Principal) -> None:
+    if viewer(caller) is not None:
+        raise PermissionDenied(
+            "The ledger lists every caller's receipts: only the owner (the ORCH_BEARER_TOKEN bearer) may "
+            "read or verify it. Verify your own receipts with /v1/trust/verify/{trace_id}.",
+            code="owner_required",
+        )
+
+
 TrustDep = Annotated[TrustService, Depends(trust_service)]
 AuditDep = Annotated[TrustService, Depends(audit_service)]
 Debug = Annotated[bool, Query(description="Add payload sizes (only with ORCH_TRUST_PANEL_DEBUG=1).")]
@@ -48,32 +66,35 @@ Debug = Annotated[bool, Query(description="Add payload sizes (only with ORCH_TRU
 @router.get("/trust/events", summary="Recent receipt steps, newest first")
 async def events(
     trust: TrustDep,
+    caller: ApiCallerDep,
+    *,
     limit: Annotated[int, Query(ge=1, description="At most ORCH_TRUST_PANEL_MAX_EVENTS.")] = 50,
     step_type: Annotated[str | None, Query(max_length=1000, description="Comma-separated step types.")] = None,
     trace_id: Annotated[str | None, Query(max_length=64)] = None,
     debug: Debug = False,
 ) -> dict[str, Any]:
     types = [t.strip() for t in (step_type or "").split(",") if t.strip()]
-    return await trust.events(limit=limit, step_types=types, trace_id=trace_id, debug=debug)
+    return await trust.events(limit=limit, step_types=types, trace_id=trace_id, viewer=viewer(caller), debug=debug)
 
 
 @router.get("/trust/trace/{trace_id}", summary="A trace's ordered steps with their hashes")
-async def trace_report(trust: TrustDep, trace_id: str, debug: Debug = False) -> dict[str, Any]:
-    return await trust.report(trace_id, debug=debug)
+async def trace_report(trust: TrustDep, caller: ApiCallerDep, trace_id: str, debug: Debug = False) -> dict[str, Any]:
+    return await trust.report(trace_id, viewer=viewer(caller), debug=debug)
 
 
 @router.get("/trust/verify/{trace_id}", summary="Recompute a trace's chain (and compare with a saved head)")
 async def verify(
     trust: TrustDep,
+    caller: ApiCallerDep,
     trace_id: str,
     expected_hash: Annotated[str | None, Query(max_length=_MAX_HASH, pattern="^[0-9a-fA-F]+$")] = None,
 ) -> dict[str, Any]:
-    return await trust.verify(trace_id, expected_hash)
+    return await trust.verify(trace_id, expected_hash, viewer=viewer(caller))
 
 
 @router.get("/trust/trace/{trace_id}/export", summary="The trace as a receipt bundle for offline checks")
-async def export(trust: TrustDep, trace_id: str) -> dict[str, Any]:
-    return await trust.export(trace_id)
+async def export(trust: TrustDep, caller: ApiCallerDep, trace_id: str) -> dict[str, Any]:
+    return await trust.export(trace_id, viewer=viewer(caller))
 
 
 _MAX_SEQ = 2**63 - 1  # ledger sequence numbers are 64-bit integers in both databases
@@ -82,12 +103,18 @@ LedgerTo = Annotated[int | None, Query(alias="to", ge=1, le=_MAX_SEQ)]
 
 
 @router.get("/trust/ledger", summary="A range of the global ledger as a bundle")
-async def ledger(trust: TrustDep, first: LedgerFrom = None, last: LedgerTo = None) -> dict[str, Any]:
+async def ledger(
+    trust: TrustDep, caller: ApiCallerDep, first: LedgerFrom = None, last: LedgerTo = None
+) -> dict[str, Any]:
+    owner_only(caller)
     return await trust.export_ledger(first, last)
 
 
 @router.get("/trust/ledger/verify", summary="Verify the ledger and that every trace it lists is intact")
-async def ledger_verify(trust: TrustDep, first: LedgerFrom = None, last: LedgerTo = None) -> dict[str, Any]:
+async def ledger_verify(
+    trust: TrustDep, caller: ApiCallerDep, first: LedgerFrom = None, last: LedgerTo = None
+) -> dict[str, Any]:
+    owner_only(caller)
     return await trust.verify_ledger(first, last)
 
 
@@ -100,6 +127,6 @@ class AuditRequest(BaseModel):
     summary="Was a trace served under the policy now on disk?",
     openapi_extra=json_body_doc(AuditRequest),
 )
-async def audit_verify(request: Request, trust: AuditDep) -> dict[str, Any]:
+async def audit_verify(request: Request, trust: AuditDep, caller: ApiCallerDep) -> dict[str, Any]:
     body = validate(AuditRequest, await read_json_object(request))
-    return await trust.audit(body.trace_id)
+    return await trust.audit(body.trace_id, viewer=viewer(caller))

@@ -74,6 +74,7 @@ _NO_METADATA = ""
 _LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
 
 
+_OF_PRINCIPAL = "EXISTS (SELECT 1 FROM traces WHERE traces.id = trace_steps.trace_id AND traces.principal = ${})"
 _LEDGER_HEAD = "SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1"
 _FINISH_LATER = "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4 WHERE id = $5"
 
@@ -195,10 +196,17 @@ class TraceStore:
         rows = await self.db.fetch_all(f"SELECT id FROM traces WHERE id IN ({marks})", *trace_ids)  # noqa: S608
         return {row["id"] for row in rows}
 
-    async def events(self, *, limit: int, step_types: Sequence[str], trace_id: str | None) -> list[Row]:
-        """Recent steps, newest first (by insertion order, which never ties)."""
+    async def events(
+        self, *, limit: int, step_types: Sequence[str], trace_id: str | None, principal: str | None = None
+    ) -> list[Row]:
+        """Recent steps, newest first (by insertion order, which never ties); with ``principal``,
+        only the steps of that principal's traces."""
         clauses: list[str] = []
         args: list[Any] = []
+        if principal is not None:
+            args.append(principal)
+            # Correlated (one primary-key lookup per step, newest first) so that the LIMIT stops the scan.
+            clauses.append(_OF_PRINCIPAL.format(len(args)))
         if trace_id is not None:
             args.append(trace_id)
             clauses.append(f"trace_id = ${len(args)}")

@@ -90,20 +90,36 @@ class TrustService:
         return event
 
     async def events(
-        self, *, limit: int, step_types: list[str], trace_id: str | None, debug: bool = False
+        self,
+        *,
+        limit: int,
+        step_types: list[str],
+        trace_id: str | None,
+        viewer: str | None = None,
+        debug: bool = False,
     ) -> dict[str, Any]:
+        """``viewer``: the principal whose receipts are shown; None shows everyone's (the owner)."""
         bounded = min(limit, self.max_events)
         # One more than asked tells whether there is more (`truncated`) without a count query.
         rows = await self.store.events(
-            limit=bounded + 1, step_types=step_types, trace_id=check_trace_id(trace_id) if trace_id else None
+            limit=bounded + 1,
+            step_types=step_types,
+            trace_id=check_trace_id(trace_id) if trace_id else None,
+            principal=viewer,
         )
         events = [self._event(row, debug=debug) for row in rows[:bounded]]
         return {"events": events, "count": len(events), "limit": bounded, "truncated": len(rows) > bounded}
 
-    async def _load(self, trace_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
+    async def _load(
+        self, trace_id: str, viewer: str | None
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], dict[str, Any] | None]:
+        """A trace's record, steps and ledger entry. Another principal's trace (or one whose record
+        is gone, so whose owner is unknown) answers a ``viewer`` the same 404 as an unknown id."""
         trace_id = check_trace_id(trace_id)
         await self.tracer.flush()
         trace = await self.store.trace(trace_id)
+        if viewer is not None and (trace is None or trace["principal"] != viewer):
+            raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         steps = await self.store.steps(trace_id)
         entry = await self.store.ledger_entry(trace_id)
         if trace is None and not steps and entry is None:
@@ -128,8 +144,8 @@ class TrustService:
             recorded_head=trace.get("head_hash"),
         )
 
-    async def report(self, trace_id: str, *, debug: bool = False) -> dict[str, Any]:
-        trace, steps, entry = await self._load(trace_id)
+    async def report(self, trace_id: str, *, viewer: str | None = None, debug: bool = False) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id, viewer)
         shown = steps[-self.max_events :]
         verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
         metadata = _metadata(trace, steps) if trace else None
@@ -147,8 +163,8 @@ class TrustService:
             "reason": verdict.reason,
         }
 
-    async def verify(self, trace_id: str, expected_hash: str | None) -> dict[str, Any]:
-        trace, steps, entry = await self._load(trace_id)
+    async def verify(self, trace_id: str, expected_hash: str | None, *, viewer: str | None = None) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id, viewer)
         verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
         result: dict[str, Any] = {
             "trace_id": check_trace_id(trace_id),
@@ -164,8 +180,8 @@ class TrustService:
             result.update(verified=matches, reason="match" if matches else "mismatch")
         return result
 
-    async def export(self, trace_id: str) -> dict[str, Any]:
-        trace, steps, entry = await self._load(trace_id)
+    async def export(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
+        trace, steps, entry = await self._load(trace_id, viewer)
         if trace is None:
             raise NotFound(
                 f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
@@ -278,9 +294,9 @@ class TrustService:
                 return result
         return result
 
-    async def audit(self, trace_id: str) -> dict[str, Any]:
+    async def audit(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
         """Was this trace served under the policy files that are on disk now?"""
-        trace, steps, entry = await self._load(trace_id)
+        trace, steps, entry = await self._load(trace_id, viewer)
         # A hash read from rows that fail verification proves nothing: such a trace is never valid.
         verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
         # The hash in force is on the request step and on every policy_snapshot step (tool runs).

@@ -357,6 +357,37 @@ async def test_secrets_and_personal_data_never_reach_the_store(
     assert secret not in dump and "a@b.co" not in dump and "plain-value" not in dump
 
 
+async def test_receipts_are_scoped_by_principal(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+    """Another principal reads only its own receipts (another's trace is the same 404 as an unknown
+    one); the owner reads all of them, and only the owner reads the ledger, which lists everyone's."""
+    alice = {"Authorization": "Bearer alice-token-0123456789"}
+    bob = {"Authorization": "Bearer bob-token-01234567890"}
+    principals = "alice=alice-token-0123456789,bob=bob-token-01234567890"
+    async with panel(app_factory, backend, principals=principals) as (client, state):
+        alices = await chat(client, state, **alice)
+        bobs = await chat(client, state, **bob)
+        owners = await chat(client, state)
+        for path in ("/v1/trust/trace/{}", "/v1/trust/verify/{}", "/v1/trust/trace/{}/export"):
+            assert (await client.get(path.format(alices), headers=alice)).status_code == 200
+            assert (await client.get(path.format(alices))).status_code == 200  # the owner
+            for other in (bobs, owners):
+                hidden = assert_envelope(await client.get(path.format(other), headers=alice), 404)
+                assert hidden["code"] == "trace_not_found"
+        audit = await client.post("/v1/audit/verify", json={"trace_id": bobs}, headers=alice)
+        assert assert_envelope(audit, 404)["code"] == "trace_not_found"
+        assert (await client.post("/v1/audit/verify", json={"trace_id": bobs}, headers=bob)).json()["valid"]
+        mine = (await client.get("/v1/trust/events", params={"limit": 100}, headers=alice)).json()
+        everyone = (await client.get("/v1/trust/events", params={"limit": 100})).json()
+        filtered = await client.get("/v1/trust/events", params={"trace_id": bobs}, headers=alice)
+        for path in ("/v1/trust/ledger", "/v1/trust/ledger/verify"):
+            denied = assert_envelope(await client.get(path, headers=bob), 403, type_="permission_error")
+            assert denied["code"] == "owner_required"
+            assert (await client.get(path)).status_code == 200
+    assert {e["trace_id"] for e in mine["events"]} == {alices} and mine["count"] == 2
+    assert {e["trace_id"] for e in everyone["events"]} == {alices, bobs, owners}
+    assert filtered.status_code == 200 and filtered.json()["events"] == []
+
+
 async def test_trust_panel_off_is_503_after_auth(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
     app = app_factory()
     async with running(app, token=None) as anonymous:
