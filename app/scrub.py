@@ -39,7 +39,9 @@ _SECRETS: dict[str, _Pattern] = {
     "google_api_key": _Pattern(re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), ("aiza",)),
     "credential_assignment": _Pattern(
         re.compile(
-            r"\b(?:api[_-]?key|secret(?:[_-]?key)?|password|passwd|access[_-]?token|auth[_-]?token|client[_-]?secret)"
+            # "token" needs no word boundary: token=, access_token=, my-api-token= all match (the
+            # value is what is replaced); "tokens" and "max_tokens" do not.
+            r"(?:\b(?:api[_-]?key|secret(?:[_-]?key)?|password|passwd|client[_-]?secret)|token)"
             r"\s*[:=]\s*['\"]?[^\s'\",;]{6,}",
             re.IGNORECASE,
         ),

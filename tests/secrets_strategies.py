@@ -62,6 +62,10 @@ SECRET_KINDS: dict[str, st.SearchStrategy[str]] = {
                 "secret_key",
                 "access_token",
                 "auth-token",
+                "token",
+                "TOKEN",
+                "refresh_token",
+                "my_api-token",
                 "client_secret",
             ]
         ),
