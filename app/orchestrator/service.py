@@ -109,6 +109,10 @@ class Stage(Protocol):
 class Generator(Protocol):
     """Produces the answer of a turn: the provider, possibly wrapped (the tool loop)."""
 
+    def check(self, turn: Turn) -> None:
+        """Refuse a turn it cannot answer (an OrchestratorError), before the stages' after-hooks
+        run: a request refused here stores nothing (e.g. no memory)."""
+
     async def complete(self, turn: Turn) -> Completion: ...
 
     def stream(self, turn: Turn) -> AsyncIterator[StreamDelta]: ...
@@ -119,6 +123,9 @@ class ProviderGenerator:
 
     def __init__(self, provider: LLMProvider) -> None:
         self.provider = provider
+
+    def check(self, turn: Turn) -> None:
+        return None  # the provider judges the request itself
 
     async def complete(self, turn: Turn) -> Completion:
         return await self.provider.complete(turn.request)
@@ -209,6 +216,8 @@ class Orchestrator:
                 await stage.run(turn)
                 if turn.answer is not None:
                     break
+            if turn.answer is None:
+                self.generator.check(turn)
             hooks, turn.after_stages, turn.on_abort = turn.after_stages, [], []
             for hook in hooks:
                 await hook()

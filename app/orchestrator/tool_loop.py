@@ -116,6 +116,11 @@ class ToolLoopGenerator:
         self.runner = runner
         self.max_rounds = max_rounds
 
+    def check(self, turn: Turn) -> None:
+        """A caller's tool named like one the gateway runs is refused before the request is accepted."""
+        if turn.gateway_tools:
+            self._plan(turn)
+
     def _plan(self, turn: Turn) -> _Plan | None:
         offered = self.runner.openai_tools(list(turn.gateway_tools))
         if not offered:

@@ -274,15 +274,22 @@ async def test_bad_arguments_from_the_model_are_fed_back(app_factory: Callable[.
 
 
 async def test_a_caller_tool_may_not_shadow_a_gateway_tool(app_factory: Callable[..., FastAPI]) -> None:
+    """Refused before the request is accepted: no call upstream, and a memory the message asked
+    for is not stored (the answer says deny:error), streamed or not."""
     shadow = {"type": "function", "function": {"name": "safe_calc", "parameters": {"type": "object"}}}
+    remember = {**ASK, "messages": [{"role": "user", "content": "remember that the boat is blue"}], "tools": [shadow]}
+    memory = {"memory_enabled": True, "memory_capture_enabled": True, "memory_write_policy": "strict"}
     async with (
         fake_upstream(says("x")) as upstream,
-        loop_app(app_factory, upstream, ["safe_calc"]) as (client, _),
+        loop_app(app_factory, upstream, ["safe_calc"], **memory) as (client, _),
     ):
-        response = await client.post(CHAT, json={**ASK, "tools": [shadow]})
-        error = assert_envelope(response, 400, param="tools")
-        assert error["code"] == "tool_name_conflict"
+        for stream in (False, True):
+            response = await client.post(CHAT, json={**remember, "stream": stream})
+            error = assert_envelope(response, 400, param="tools")
+            assert error["code"] == "tool_name_conflict"
+            assert response.json()["memory_decision"]["reason"] == "deny:error"
         assert upstream.requests == []
+        assert (await client.get("/v1/memory")).json()["data"] == []
 
 
 async def test_without_gateway_tools_nothing_changes(app_factory: Callable[..., FastAPI]) -> None:
