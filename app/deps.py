@@ -109,6 +109,14 @@ async def api_caller(request: Request) -> Principal:
     return _only_callers(await _identify(request, rate_limited=True))
 
 
+async def api_caller_or_approver(request: Request) -> Principal:
+    """The API switch, auth and rate limit, for the few reads open to both roles (one review item:
+    its requester or an approver; the route itself decides which item each may see)."""
+    if not app_state(request).settings.enable_api:
+        raise ServiceUnavailable("The API is disabled (ORCH_ENABLE_API=0).", code="api_disabled")
+    return await _identify(request, rate_limited=True)
+
+
 async def approver(request: Request) -> Principal:
     """The guard of approval and review routes: the API switch, auth, rate limit, and the approver role.
 
@@ -140,3 +148,4 @@ AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]
 ApproverDep = Annotated[Principal, Depends(approver)]
+ApiCallerOrApproverDep = Annotated[Principal, Depends(api_caller_or_approver)]

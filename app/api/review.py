@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import json_body_doc
-from app.deps import ApiCallerDep, ApproverDep, StateDep
+from app.deps import ApiCallerOrApproverDep, ApproverDep, StateDep
 from app.errors import ServiceUnavailable
 from app.routing.review import ReviewService
 
@@ -60,7 +60,7 @@ async def list_reviews(
 
 
 @router.get("/review/{item_id}", summary="One review item (its requester, or an approver)")
-async def get_review(item_id: ItemId, principal: ApiCallerDep, review: ReviewDep) -> dict[str, Any]:
+async def get_review(item_id: ItemId, principal: ApiCallerOrApproverDep, review: ReviewDep) -> dict[str, Any]:
     return (await review.get(item_id, principal)).as_dict()
 
 

@@ -39,12 +39,14 @@ class ReviewService:
         store: ReviewStore,
         *,
         agents: AgentRegistry,
+        tools: frozenset[str],
         cache: IntentCacheStore | None,
         model_allowlist: frozenset[str],
         redact_pii: bool,
     ) -> None:
         self.store = store
         self.agents = agents
+        self.tools = tools  # the registered tools (none when tools are off)
         self.cache = cache
         self.model_allowlist = model_allowlist
         self.redact_pii = redact_pii
@@ -109,6 +111,8 @@ class ReviewService:
             raise InvalidRequest(f"{exc}, or reject.", param="route", code="invalid_route") from None
         if target.kind == "agent" and (target.name or "") not in self.agents:
             raise InvalidRequest(f"There is no agent named '{target.name}'.", param="route", code="invalid_route")
+        if target.kind == "tool" and target.name not in self.tools:
+            raise InvalidRequest(f"There is no tool named '{target.name}'.", param="route", code="invalid_route")
         if target.kind == "model" and self.model_allowlist and target.name not in self.model_allowlist:
             raise InvalidRequest(
                 f"The model '{target.name}' is not allowed here (ORCH_LLM_MODEL_ALLOWLIST).",

@@ -133,6 +133,7 @@ async def open_routing(
         review = ReviewService(
             store,
             agents=config.agents,
+            tools=tool_runner.tool_names() if tool_runner is not None else frozenset(),
             cache=cache,
             model_allowlist=frozenset(settings.llm_model_allowlist),
             redact_pii=settings.memory_scrub_redact_pii,

@@ -83,6 +83,9 @@ class GuardedToolRunner:
     def available_tools(self) -> list[ToolSpec]:
         return [spec for spec in self.registry.specs() if self.offerable(spec)]
 
+    def tool_names(self) -> frozenset[str]:
+        return frozenset(self.registry.names())
+
     def openai_tools(self, names: list[str]) -> list[dict[str, Any]]:
         """The named tools in the OpenAI ``tools`` format (unknown or never-allowed names are left out)."""
         tools = []

@@ -48,3 +48,7 @@ class ToolRunner(Protocol):
     def openai_tools(self, names: list[str]) -> list[dict[str, Any]]:
         """The named tools in the OpenAI ``tools`` format (for offering them to a model)."""
         ...
+
+    def tool_names(self) -> frozenset[str]:
+        """Every registered tool's name."""
+        ...

@@ -169,6 +169,8 @@ async def test_the_review_queue_end_to_end(
         own = await client.get(f"/v1/review/{review_id}")
         assert own.status_code == 200 and own.json()["status"] == "pending"
         assert_envelope(await client.get(f"/v1/review/{review_id}", headers=BOB), 404)
+        by_approver = await client.get(f"/v1/review/{review_id}", headers=APPROVER)
+        assert by_approver.status_code == 200 and by_approver.json()["id"] == review_id
         listing = (await client.get("/v1/review?status=pending", headers=APPROVER)).json()
         assert listing["count"] == 1
         [item] = listing["items"]
@@ -180,6 +182,8 @@ async def test_the_review_queue_end_to_end(
         assert_envelope(await client.post(resolve, json={"route": "tool:echo"}), 403)
         assert_envelope(await client.post(resolve, json={"route": "robot:x"}, headers=APPROVER), 400, param="route")
         assert_envelope(await client.post(resolve, json={"route": "agent:nobody"}, headers=APPROVER), 400)
+        unknown_tool = await client.post(resolve, json={"route": "tool:does_not_exist"}, headers=APPROVER)
+        assert assert_envelope(unknown_tool, 400, param="route")["code"] == "invalid_route"
         assert_envelope(await client.post(resolve, json={}, headers=APPROVER), 400, param="route")
         assert_envelope(await client.post(resolve, content=b"[]", headers=APPROVER), 400)
         assert_envelope(await client.post("/v1/review/nope/resolve", json={"route": "provider"}, headers=APPROVER), 404)

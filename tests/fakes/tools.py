@@ -79,3 +79,6 @@ class RecordingToolRunner:
 
     def openai_tools(self, names: list[str]) -> list[dict[str, Any]]:
         return [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in names]
+
+    def tool_names(self) -> frozenset[str]:
+        return frozenset({"echo", "safe_calc"})

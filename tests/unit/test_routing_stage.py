@@ -219,7 +219,9 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[ReviewService, IntentCac
     store = ReviewStore(db)
     await store.migrate()
     yield (
-        ReviewService(store, agents=AGENTS, cache=cache, model_allowlist=frozenset(), redact_pii=True),
+        ReviewService(
+            store, agents=AGENTS, tools=frozenset({"echo"}), cache=cache, model_allowlist=frozenset(), redact_pii=True
+        ),
         cache,
     )
     await db.close()
@@ -299,7 +301,9 @@ async def test_a_broken_review_queue_fails_the_held_request_with_503_and_runs_no
     store = ReviewStore(db)
     await store.migrate()
     await db.close()  # the database goes away
-    review = ReviewService(store, agents=AGENTS, cache=None, model_allowlist=frozenset(), redact_pii=True)
+    review = ReviewService(
+        store, agents=AGENTS, tools=frozenset({"echo"}), cache=None, model_allowlist=frozenset(), redact_pii=True
+    )
     runner = RecordingToolRunner()
     with pytest.raises(ServiceUnavailable) as caught:
         await stage(runner=runner, rules=WEAK, review=review).run(turn("repeat hello"))
