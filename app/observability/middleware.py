@@ -1,7 +1,8 @@
 """The one pure-ASGI middleware on every request.
 
 In a single layer (each layer costs on the hot path) it:
-* gives the request an id: the caller's ``X-Request-ID`` when it is sane, a new one otherwise,
+* gives the request an id: the caller's ``X-Request-ID`` when it is sane (and not credential-shaped),
+  a new one otherwise,
   and returns it on every response, errors included;
 * enforces ``ORCH_MAX_REQUEST_BYTES`` on the bytes actually read (chunked bodies included);
 * appends headers that dependencies asked for (rate-limit headers) to whatever response is sent;
@@ -23,6 +24,7 @@ from app.ids import new_id
 from app.observability.logging import ACCESS_LOGGER, get_logger
 from app.observability.metrics import Metrics
 from app.observability.otel import trace_headers
+from app.scrub import find_secret
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 log = get_logger("errors")
@@ -68,7 +70,9 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _SANE_REQUEST_ID.fullmatch(candidate):
+                # A credential sent as a request id (a misconfigured client) would be logged and
+                # echoed: it is replaced like any other unusable id.
+                if _SANE_REQUEST_ID.fullmatch(candidate) and find_secret(candidate) is None:
                     request_id = candidate
             elif name == b"content-length":
                 try:
