@@ -106,12 +106,13 @@ def check_policy_files(settings: Settings) -> None:
     """Stop before serving, with one line naming the file and the reason, if a policy file is bad.
     (The lifespan loads them again for real; this only makes the failure a clean exit.)"""
     from app.policy_files import PolicyFileError
-    from app.routing.setup import load_routing_config
+    from app.routing.setup import check_tool_names, load_routing_config
     from app.tools.policy import PolicyError
-    from app.tools.service import read_tool_policy
+    from app.tools.service import build_registry, read_tool_policy
 
     try:
-        load_routing_config(settings)  # its errors name the flag (ORCH_AGENT_DIR, ORCH_ROUTER_POLICY_PATH)
+        # Errors name the flag (ORCH_AGENT_DIR, ORCH_ROUTER_POLICY_PATH) and the file.
+        check_tool_names(load_routing_config(settings), build_registry(settings).names())
     except PolicyFileError as exc:
         raise ConfigError(f"invalid policy: {exc}") from None
     if settings.tool_policy_path.exists():  # a missing tool policy denies every tool (docs/tools.md)

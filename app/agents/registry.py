@@ -80,10 +80,18 @@ class Agent(BaseModel):
 class AgentRegistry:
     """The agents loaded at startup, by lower-cased name, in file-name order."""
 
-    def __init__(self, agents: list[Agent], directory: Path | None = None) -> None:
+    def __init__(
+        self, agents: list[Agent], directory: Path | None = None, files: dict[str, Path] | None = None
+    ) -> None:
         self.directory = directory
         self._ordered = list(agents)
         self._by_key = {agent.key: agent for agent in agents}
+        self._files = files or {}
+
+    def source(self, agent: Agent) -> str:
+        """Where the agent came from (its file), for error messages."""
+        path = self._files.get(agent.key)
+        return str(path) if path is not None else f"agent {agent.name!r}"
 
     def get(self, name: str) -> Agent | None:
         """Case-insensitive lookup."""
@@ -120,4 +128,4 @@ def load_agents(directory: Path, *, model_allowlist: Collection[str] = ()) -> Ag
             raise PolicyFileError(f"{FLAG}: {path}: model {agent.model!r} is not in ORCH_LLM_MODEL_ALLOWLIST")
         seen[agent.key] = path
         agents.append(agent)
-    return AgentRegistry(agents, directory)
+    return AgentRegistry(agents, directory, seen)

@@ -57,10 +57,13 @@ def check_tool_names(config: RoutingConfig, known: Collection[str]) -> None:
     for agent in config.agents.all():
         missing = [tool for tool in agent.tools if tool not in available]
         if missing:
-            raise PolicyFileError(f"{AGENT_FLAG}: agent {agent.name!r}: unknown tools {missing}")
+            raise PolicyFileError(f"{AGENT_FLAG}: {config.agents.source(agent)}: tools: no such tool {missing}")
     for rule in config.policy.rules:
         if rule.target.kind == "tool" and rule.target.name not in available:
-            raise PolicyFileError(f"{POLICY_FLAG}: rule {rule.id!r}: unknown tool {rule.target.name!r}")
+            where = f"{config.policy.path}: " if config.policy.path else ""
+            raise PolicyFileError(
+                f"{POLICY_FLAG}: {where}rule {rule.id!r}: there is no tool named {rule.target.name!r}"
+            )
 
 
 def register_policies(settings: Settings, policies: PolicySnapshot) -> None:

@@ -63,7 +63,8 @@ def read_tool_policy(settings: Settings) -> ToolPolicy:
     return load_policy(settings.tool_policy_path, enforce=settings.tool_policy_enforce, known_tools=KNOWN_TOOLS)
 
 
-async def open_tools(settings: Settings, approvals_db: Database, policies: PolicySnapshot, *, tracing: bool) -> Tools:
+def build_registry(settings: Settings) -> ToolRegistry:
+    """The tools this configuration registers (no I/O: the startup check uses it too)."""
     registry = ToolRegistry()
     for spec in builtin_tools(
         web_search=settings.tool_web_search_enabled,
@@ -71,6 +72,11 @@ async def open_tools(settings: Settings, approvals_db: Database, policies: Polic
         network_timeout=max(1.0, settings.sandbox_timeout_sec - WEB_SEARCH_NETWORK_MARGIN_S),
     ):
         registry.register(spec)
+    return registry
+
+
+async def open_tools(settings: Settings, approvals_db: Database, policies: PolicySnapshot, *, tracing: bool) -> Tools:
+    registry = build_registry(settings)
     policy = read_tool_policy(settings)
     if policy.missing and policy.enforce:
         log.warning(

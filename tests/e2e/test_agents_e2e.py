@@ -129,6 +129,14 @@ def test_a_bad_agent_or_policy_file_stops_the_service_with_one_line(tmp_path: Pa
     assert lines == [
         f"orchestrators: invalid policy: ORCH_AGENT_DIR: {agents / 'holly.yaml'}: toolz: Extra inputs are not permitted"
     ]
+    # an agent naming a tool the registry does not have: the same one line, naming the file
+    (agents / "holly.yaml").write_text("name: Holly\nsystem_prompt: hi\ntools: [nosuch]\n")
+    result = run_to_exit(tmp_path, {"ORCH_AGENT_DIR": str(agents)}, command)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"orchestrators: invalid policy: ORCH_AGENT_DIR: {agents / 'holly.yaml'}: tools: no such tool ['nosuch']"
+    ]
     policy = tmp_path / "router_policy.yaml"
     policy.write_text("rules:\n  - id: calc\n    when: {message: 'x'}\n    target: {agent: nobody}\n")
     result = run_to_exit(tmp_path, {"ORCH_ROUTER_POLICY_PATH": "router_policy.yaml"}, command)  # relative: cwd
