@@ -50,3 +50,8 @@ async def metrics(state: StateDep, _: AuthenticatedDep) -> Response:
     if not state.settings.metrics_enabled:
         raise ServiceUnavailable("Metrics are disabled (ORCH_METRICS_ENABLED=0).", code="metrics_disabled")
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+# HEAD too (load balancers and uptime checkers often probe with it); documented once, as GET.
+for _path, _probe in (("/health", health), ("/ready", ready)):
+    router.add_api_route(_path, _probe, methods=["HEAD"], include_in_schema=False, response_model=None)

@@ -18,6 +18,36 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 PUBLIC_PATHS = frozenset({"/health", "/ready"})
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error, whatever its status: the OpenAI error envelope."""
+
+    error: ErrorDetail
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorEnvelope")}}}
+_INVALID = {"description": "Invalid request (`param` names the field).", "content": _ERROR_CONTENT}
+_UNAUTHENTICATED = {"description": "Missing or invalid bearer token.", "content": _ERROR_CONTENT}
+
+
+def _document_errors(operation: dict[str, Any], *, public: bool) -> None:
+    """FastAPI documents its own 422 validation body; the service answers 400 with the envelope."""
+    responses = operation.setdefault("responses", {})
+    if responses.pop("422", None) is not None or "requestBody" in operation:
+        responses.setdefault("400", _INVALID)
+    if not public:
+        responses.setdefault("401", _UNAUTHENTICATED)
+    for status, response in responses.items():
+        if not status.startswith("2"):
+            response.setdefault("content", _ERROR_CONTENT)  # every error is the envelope
+
+
 def response_ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
@@ -43,7 +73,8 @@ def install_openapi(
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         components = schema.setdefault("components", {})
         schemas = components.setdefault("schemas", {})
-        for model in models:
+        documented: list[type[BaseModel]] = [*models, ErrorEnvelope]
+        for model in documented:
             model_schema = model.model_json_schema(ref_template=REF_TEMPLATE)
             for name, definition in model_schema.pop("$defs", {}).items():
                 schemas.setdefault(name, definition)
@@ -54,7 +85,11 @@ def install_openapi(
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         for path, operations in paths.items():
             for operation in operations.values():
-                operation["security"] = [] if path in PUBLIC_PATHS else [{"bearer": []}]
+                public = path in PUBLIC_PATHS
+                operation["security"] = [] if public else [{"bearer": []}]
+                _document_errors(operation, public=public)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
         app.openapi_schema = schema
         return schema
 

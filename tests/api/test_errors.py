@@ -111,3 +111,20 @@ async def test_request_id_is_echoed_when_sane_and_replaced_when_not(client: http
     # errors carry it too
     response = await client.get("/nope", headers={"X-Request-ID": sane})
     assert response.status_code == 404 and response.headers["x-request-id"] == sane
+
+
+async def test_the_api_docs_describe_errors_as_they_are_sent(client: httpx.AsyncClient) -> None:
+    """400 with the OpenAI error envelope, not FastAPI's 422 validation body; 401 where a token is needed."""
+    schema = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    envelope = schema["components"]["schemas"]["ErrorEnvelope"]
+    assert envelope["required"] == ["error"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (path, method)
+            for status, response in responses.items():
+                if not status.startswith("2"):
+                    assert response["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+            assert ("401" in responses) == (path not in ("/health", "/ready")), (path, method)
+    assert "400" in schema["paths"]["/v1/trust/events"]["get"]["responses"]

@@ -20,6 +20,12 @@ async def test_health_needs_no_token_and_is_never_rate_limited(app_factory: Call
         ready = await client.get("/ready")
         assert ready.status_code == 200
         assert ready.json()["status"] == "ready"
+        for path in ("/health", "/ready"):  # probes that use HEAD
+            assert (await client.head(path)).status_code == 200
+        # the API description is public too (the playground loads it before a token is pasted)
+        for path in ("/openapi.json", "/docs"):
+            assert (await client.get(path)).status_code == 200
+        assert_envelope(await client.get("/v1/models"), 401)
 
 
 async def test_api_switch_off_gives_503_on_v1_and_ready_but_health_stays_up(
