@@ -2,8 +2,11 @@
 
 The request model validates what the gateway itself relies on (roles, message shapes, stream
 flags) and keeps every other field (``extra="allow"``) so that it can be forwarded to the upstream
-untouched. Responses are plain dicts serialised with orjson on the hot path; the response models
-here document the shape in the OpenAPI schema (``/docs``).
+untouched. Validation is strict, as the OpenAI API's is: the body is forwarded as sent, so a
+``"stream": "yes"`` or ``"max_tokens": "10"`` that lax validation would coerce is refused (400)
+instead of reaching the model server in a shape it did not expect. Responses are plain dicts
+serialised with orjson on the hot path; the response models here document the shape in the
+OpenAPI schema (``/docs``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 class ChatMessage(BaseModel):
     """One message. ``content`` is text or a list of content parts; extra keys are kept."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Role
     content: str | list[dict[str, Any]] | None = None
@@ -36,7 +39,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     include_usage: bool = False
 
@@ -44,7 +47,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat request. Unknown fields are accepted and forwarded to the provider."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = Field(default=None, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)

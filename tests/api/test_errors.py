@@ -29,6 +29,16 @@ CHAT = "/v1/chat/completions"
         (b'{"messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role", "Input should be"),
         (b'{"messages": [{"role": "user", "content": 42}]}', "messages[0].content", None),
         (b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes please"}', "stream", None),
+        # strict, as OpenAI is: the body is forwarded as sent, so nothing is coerced
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "stream", "valid boolean"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "stream": 1}', "stream", "valid boolean"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": "10"}', "max_tokens", "valid integer"),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": "0.5"}', "temperature", "valid number"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "stream_options": {"include_usage": "true"}}',
+            "stream_options.include_usage",
+            "valid boolean",
+        ),
         (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 9}', "temperature", None),
         (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}', "max_tokens", None),
         (b'{"messages": [{"role": "user", "content": "hi"}], "model": 12}', "model", None),
