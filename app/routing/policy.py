@@ -231,6 +231,7 @@ class RoutedRequest:
     text: str
     model: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    cut: bool = False  # the message was longer than the rules' window: ``text`` is its beginning
     _words: frozenset[str] | None = None
     _padded: str | None = None
 

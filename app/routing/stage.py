@@ -32,6 +32,7 @@ from app.tools.types import ToolRunner, approval_message
 log = get_logger("routing")
 
 TOOLS_UNAVAILABLE = "tools_unavailable"
+MESSAGE_TOO_LONG = "message_longer_than_rules_window"
 _MAX_METADATA_VALUE = 256
 
 
@@ -133,10 +134,12 @@ class RoutingStage:
     async def run(self, turn: Turn) -> None:
         if turn.ctx.agent is not None:
             return  # the caller addressed an agent: its prompt, tools and model apply, nothing is routed
+        text = turn.chat.last_user_text()
         request = RoutedRequest(
-            text=turn.chat.last_user_text()[:MAX_ROUTED_CHARS],
+            text=text[:MAX_ROUTED_CHARS],
             model=turn.chat.model,
             metadata=request_metadata(turn),
+            cut=len(text) > MAX_ROUTED_CHARS,
         )
         if self.shadow:
             decision = await self._shadow(turn, request)
@@ -206,7 +209,7 @@ class RoutingStage:
             await self._hold(turn, decision, request)
             return
         if target.kind == "tool":
-            await self._tool(turn, decision)
+            await self._tool(turn, decision, cut=request.cut)
         elif target.kind == "model":
             turn.request.model = target.name or turn.request.model
             turn.decisions.model_decision = {"model": target.name, "reason": decision.reason, "rule": decision.rule}
@@ -221,19 +224,24 @@ class RoutingStage:
         else:
             self._done(turn, decision, "provider", self._route_decision(decision))
 
-    async def _tool(self, turn: Turn, decision: Decision) -> None:
+    async def _tool(self, turn: Turn, decision: Decision, *, cut: bool) -> None:
         name = decision.target.name or ""
         if self.tool_runner is None:
             # Tools are not wired in: answer with the model rather than fail the request.
             route = self._route_decision(decision, reason=TOOLS_UNAVAILABLE, action="provider")
             self._done(turn, decision, "provider", route)
             return
-        if not decision.extracted:
-            # A cached or classified tool route has no arguments: offer the tool to the model,
-            # which calls it (through the same runner) with arguments it writes itself.
+        if not decision.extracted or cut:
+            # A cached or classified tool route has no arguments, and arguments taken from the
+            # beginning of a message too long for the rules would silently miss the rest: offer
+            # the tool to the model, which calls it (through the same runner) with arguments it
+            # writes itself from the whole message.
             if name not in turn.gateway_tools:
                 turn.gateway_tools = [*turn.gateway_tools, name]
-            self._done(turn, decision, "tool_offered", self._route_decision(decision, action="offered"))
+            route = self._route_decision(decision, action="offered")
+            if cut and decision.extracted:
+                route.update(reason=MESSAGE_TOO_LONG, params={})  # those arguments are not used
+            self._done(turn, decision, "tool_offered", route)
             return
         result = await self.tool_runner.run(name, dict(decision.params), principal=turn.ctx.principal, trace=turn.trace)
         turn.decisions.tool_result = result

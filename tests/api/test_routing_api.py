@@ -112,6 +112,23 @@ async def test_intent_decision_with_debug_or_the_flag(app_factory: Callable[...,
         assert (await client.post(CHAT, json=ask("hello"))).json()["intent_decision"]["intent_id"] is None
 
 
+async def test_a_message_longer_than_the_rules_window_is_never_cut_silently(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    """Arguments taken from the first 8000 characters would miss the rest: the tool is offered to
+    the model (which writes its own arguments from the whole message) instead of run on a part."""
+    async with advanced(app_factory) as (client, _, runner):
+        short = await client.post(CHAT, json=ask("summarize: The sky is blue. The sea is green."))
+        assert short.json()["route_decision"]["reason"] == "summarize_command" and len(runner.calls) == 1
+        long_text = "summarize: " + "This is one sentence of a long text. " * 300  # about 11,000 characters
+        response = await client.post(CHAT, json=ask(long_text))
+        assert content(response).startswith(DEMO_HEADER)  # the model answered
+        route = response.json()["route_decision"]
+        assert route["tool"] == "summarize_text" and route["reason"] == "message_longer_than_rules_window"
+        assert route["action"] == "offered" and route["params"] == {}
+        assert len(runner.calls) == 1  # nothing ran on a cut message
+
+
 async def test_the_receipt_records_the_routing_decision_and_the_tool_run(app_factory: Callable[..., FastAPI]) -> None:
     async with advanced(app_factory, trust_panel_enabled=True) as (client, state, _runner):
         trace_id = (await client.post(CHAT, json=ask("calculate 3 * 3"))).json()["request_id"]
