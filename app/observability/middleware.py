@@ -1,9 +1,8 @@
 """The one pure-ASGI middleware on every request.
 
 In a single layer (each layer costs on the hot path) it:
-* gives the request an id: the caller's ``X-Request-ID`` when it is sane (and not credential-shaped),
-  a new one otherwise,
-  and returns it on every response, errors included;
+* gives the request an id: the caller's ``X-Request-ID`` when it is sane and not credential-shaped,
+  a new one otherwise, and returns it on every response, errors included;
 * enforces ``ORCH_MAX_REQUEST_BYTES`` on the bytes actually read (chunked bodies included);
 * appends headers that dependencies asked for (rate-limit headers) to whatever response is sent;
 * measures the request and writes the access log line and the metrics, labelled by the route
