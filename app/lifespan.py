@@ -236,7 +236,8 @@ def lifespan_for(
             provider, default_model = build_provider(settings)
             stack.push_async_callback(provider.aclose)
             if settings.llm_enabled:
-                readiness.add("provider", provider_check(provider))
+                # Bounded by ORCH_LLM_HEALTH_TIMEOUT_SEC itself (the backstop just past it).
+                readiness.add("provider", provider_check(provider), timeout=settings.llm_health_timeout_sec + 1)
 
             # Agents and routing: the agent stage always, the routing stage in advanced mode.
             with policy_errors():  # agents and rules may only name tools that exist

@@ -28,16 +28,20 @@ class ReadinessReport:
 class Readiness:
     def __init__(self) -> None:
         self._checks: dict[str, CheckFn] = {}
+        self._timeouts: dict[str, float] = {}
         self._cached: ReadinessReport | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
 
-    def add(self, name: str, check: CheckFn) -> None:
+    def add(self, name: str, check: CheckFn, *, timeout: float = CHECK_TIMEOUT_SECONDS) -> None:
+        """``timeout``: a backstop; a check with a bound of its own gets a longer one, so that its
+        own reason (e.g. ``provider_unreachable``) is the one reported."""
         self._checks[name] = check
+        self._timeouts[name] = timeout
 
-    async def _run(self, check: CheckFn) -> tuple[bool, str]:
+    async def _run(self, name: str) -> tuple[bool, str]:
         try:
-            return await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+            return await asyncio.wait_for(self._checks[name](), self._timeouts[name])
         except TimeoutError:
             return False, "timeout"
         except Exception as exc:
@@ -49,7 +53,7 @@ class Readiness:
             if self._cached is not None and now - self._cached_at < CACHE_SECONDS:
                 return self._cached
             names = list(self._checks)
-            results = await asyncio.gather(*(self._run(self._checks[n]) for n in names))
+            results = await asyncio.gather(*(self._run(n) for n in names))
             checks = {name: reason for name, (_, reason) in zip(names, results, strict=True)}
             failed = [(name, reason) for name, (ok, reason) in zip(names, results, strict=True) if not ok]
             report = ReadinessReport(

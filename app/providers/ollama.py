@@ -27,7 +27,7 @@ from app.providers.base import (
     Usage,
     arrived_together,
 )
-from app.providers.upstream import Upstream, iter_line_batches
+from app.providers.upstream import Upstream, iter_line_batches, text_content
 
 # OpenAI sampling fields that Ollama takes under `options` with the same meaning.
 _SAME_OPTIONS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -133,7 +133,7 @@ def from_ollama_tool_calls(calls: Any, start: int = 0) -> list[dict[str, Any]] |
                 "id": f"call_{start + offset}",
                 "type": "function",
                 "function": {
-                    "name": function.get("name", ""),
+                    "name": str(function.get("name") or ""),
                     "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
                 },
             }
@@ -166,24 +166,24 @@ class OllamaProvider:
         body = orjson.dumps(to_ollama_request(request, stream=False))
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
-        try:
-            data = orjson.loads(await self.upstream.read_body(accepted.response))
-        except orjson.JSONDecodeError:
-            raise self.upstream.bad_answer("not JSON") from None
-        message = data.get("message") if isinstance(data, dict) else None
-        if not isinstance(message, dict):
-            raise self.upstream.bad_answer("no message")
-        tool_calls = from_ollama_tool_calls(message.get("tool_calls"))
-        if tool_calls:
-            for call in tool_calls:
-                del call["index"]  # whole messages carry no index (OpenAI shape)
-        return Completion(
-            content=message.get("content") if not tool_calls else (message.get("content") or None),
-            model=data.get("model") or request.model,
-            finish_reason=_finish(data, bool(tool_calls)),
-            tool_calls=tool_calls,
-            usage=_usage(data),
-        )
+        body = await self.upstream.read_body(accepted.response)
+        with self.upstream.parsing("not an Ollama chat answer"):
+            data = orjson.loads(body)
+            message = data.get("message")
+            if not isinstance(message, dict):
+                raise self.upstream.bad_answer("no message")
+            tool_calls = from_ollama_tool_calls(message.get("tool_calls"))
+            if tool_calls:
+                for call in tool_calls:
+                    del call["index"]  # whole messages carry no index (OpenAI shape)
+            content = text_content(message.get("content"))
+            return Completion(
+                content=content if not tool_calls else (content or None),
+                model=str(data.get("model") or request.model),
+                finish_reason=_finish(data, bool(tool_calls)),
+                tool_calls=tool_calls,
+                usage=_usage(data),
+            )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         body = orjson.dumps(to_ollama_request(request, stream=True))
@@ -197,22 +197,21 @@ class OllamaProvider:
                 for line in lines:
                     if not line.strip():
                         continue
-                    try:
+                    with self.upstream.parsing("a malformed stream line"):
                         data = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        raise self.upstream.bad_answer("a malformed stream line") from None
-                    if "error" in data:
-                        raise ProviderError(f"The ollama upstream failed mid-stream: {str(data['error'])[:500]}")
-                    message = data.get("message") or {}
-                    calls = from_ollama_tool_calls(message.get("tool_calls"), tool_index)
+                        if "error" in data:
+                            raise self.upstream.failed_mid_stream(str(data["error"]))
+                        message = data.get("message") or {}
+                        calls = from_ollama_tool_calls(message.get("tool_calls"), tool_index)
+                        content = text_content(message.get("content"))
                     if calls:
                         tool_index += len(calls)
-                    content = message.get("content")
                     if content or calls:
                         batch.append(StreamDelta(content=content or None, tool_calls=calls))
                     if data.get("done"):
                         relaying.finished = True
-                        batch.append(StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data)))
+                        with self.upstream.parsing("a malformed last stream line"):
+                            batch.append(StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data)))
                         break
                 for delta in arrived_together(batch):
                     yield delta
@@ -227,7 +226,7 @@ class OllamaProvider:
         if not isinstance(models, list):
             raise self.upstream.bad_answer("not a model list")
         cards = []
-        for item in models:
+        for item in models:  # (each field read defensively: nothing here can raise)
             if not isinstance(item, dict) or not item.get("name"):
                 continue
             created = 0

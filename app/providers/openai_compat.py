@@ -22,7 +22,13 @@ from app.providers.base import (
     Usage,
     arrived_together,
 )
-from app.providers.upstream import Upstream, iter_line_batches, upstream_message
+from app.providers.upstream import Upstream, iter_line_batches, text_content, upstream_message
+
+
+def _calls(value: Any) -> list[dict[str, Any]] | None:
+    if value is None or (isinstance(value, list) and all(isinstance(call, dict) for call in value)):
+        return value
+    raise TypeError("tool_calls is not a list of objects")
 
 
 def usage_from(data: Any) -> Usage | None:
@@ -56,19 +62,17 @@ class OpenAICompatProvider:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
         request.stats.attempts = accepted.attempts
         raw = await self.upstream.read_body(accepted.response)
-        try:
+        with self.upstream.parsing("not a chat.completion"):
             data = orjson.loads(raw)
             choice = data["choices"][0]
             message = choice["message"]
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-            raise self.upstream.bad_answer("not a chat.completion") from None
-        return Completion(
-            content=message.get("content"),
-            model=data.get("model") or request.model,
-            finish_reason=choice.get("finish_reason") or "stop",
-            tool_calls=message.get("tool_calls") or None,
-            usage=usage_from(data.get("usage")),
-        )
+            return Completion(
+                content=text_content(message.get("content")),
+                model=str(data.get("model") or request.model),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+                tool_calls=_calls(message.get("tool_calls")) or None,
+                usage=usage_from(data.get("usage")),
+            )
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
@@ -78,7 +82,8 @@ class OpenAICompatProvider:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 # Some servers answer an error (or a whole completion) as plain JSON here.
                 message, _ = upstream_message(await response.read(), response.status)
-                raise self.upstream.bad_answer(f"expected an event stream: {message}")
+                raise self.upstream.bad_answer(f"expected an event stream: {self.upstream.clean(message)}")
+            finished = False  # a finish_reason came
             async for lines in iter_line_batches(response):
                 batch: list[StreamDelta] = []
                 for line in lines:
@@ -90,50 +95,54 @@ class OpenAICompatProvider:
                         break
                     delta = self._delta(payload)
                     if delta is not None:
+                        finished = finished or delta.finish_reason is not None
                         batch.append(delta)
                 for delta in arrived_together(batch):
                     yield delta
                 if relaying.finished:
                     break
             else:
-                relaying.finished = True  # the upstream closed the stream without [DONE]: accept what came
+                # Closed without [DONE]: complete if a finish_reason came (some servers omit [DONE]),
+                # cut off otherwise.
+                if not finished:
+                    raise ProviderError("The openai upstream ended the stream without finishing it.")
+                relaying.finished = True
 
     def _delta(self, payload: bytes) -> StreamDelta | None:
         """One `data:` event as a delta (None for an event that carries nothing for the client)."""
-        try:
+        with self.upstream.parsing("a malformed stream event"):
             chunk = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise self.upstream.bad_answer("a malformed stream event") from None
-        if "error" in chunk:
-            message, _ = upstream_message(payload, 500)
-            raise ProviderError(f"The openai upstream failed mid-stream: {message}")
-        usage = usage_from(chunk.get("usage"))
-        choices = chunk.get("choices") or []
-        if not choices:
-            return StreamDelta(usage=usage) if usage is not None else None
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        return StreamDelta(
-            content=delta.get("content"),
-            tool_calls=delta.get("tool_calls"),
-            finish_reason=choice.get("finish_reason"),
-            usage=usage,
-        )
+            if "error" in chunk:
+                raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
+            usage = usage_from(chunk.get("usage"))
+            choices = chunk.get("choices") or []
+            if not choices:
+                return StreamDelta(usage=usage) if usage is not None else None
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            reason = choice.get("finish_reason")
+            return StreamDelta(
+                content=text_content(delta.get("content")),
+                tool_calls=_calls(delta.get("tool_calls")),
+                finish_reason=None if reason is None else str(reason),
+                usage=usage,
+            )
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/models")
         items = data.get("data") if isinstance(data, dict) else None
         if not isinstance(items, list):
             raise self.upstream.bad_answer("not a model list")
-        return [
-            ModelCard(
-                id=str(item["id"]),
-                owned_by=str(item.get("owned_by") or "upstream"),
-                created=int(item.get("created") or 0),
-            )
-            for item in items
-            if isinstance(item, dict) and "id" in item
-        ]
+        with self.upstream.parsing("not a model list"):
+            return [
+                ModelCard(
+                    id=str(item["id"]),
+                    owned_by=str(item.get("owned_by") or "upstream"),
+                    created=int(item.get("created") or 0),
+                )
+                for item in items
+                if isinstance(item, dict) and "id" in item
+            ]
 
     async def health(self) -> ProviderHealth:
         ok, reason = await self.upstream.probe("/models")

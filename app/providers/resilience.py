@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from enum import Enum
 
 from app.errors import CircuitOpen
@@ -41,14 +42,18 @@ class RetryPolicy:
         return min(computed, MAX_RETRY_DELAY_SEC)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the delta-seconds form; an HTTP date is ignored)."""
+def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """Retry-After in seconds: delta-seconds, or an HTTP date (seconds from now until then)."""
     if not value:
         return None
     try:
         seconds = float(value)
     except ValueError:
-        return None
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        return max(0.0, seconds)
     return seconds if seconds >= 0 else None
 
 

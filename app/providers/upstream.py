@@ -38,12 +38,16 @@ from app.providers.resilience import (
     RetryPolicy,
     parse_retry_after,
 )
+from app.scrub import REDACTED, redact_secrets
 
 log = get_logger("providers")
 
 MAX_CONNECTIONS = 256  # pooled connections per upstream; a local model server rarely wants more
 CONNECT_TIMEOUT_CAP_SEC = 10.0  # connecting should be fast even when generation is slow
 _MESSAGE_CHARS = 500  # how much of an upstream error message is passed on
+# What parsing valid JSON of an unexpected shape raises (orjson's decode error is a ValueError):
+# the upstream's fault (502 provider_bad_response), never ours (500).
+_SHAPE_ERRORS = (AttributeError, TypeError, ValueError, KeyError, IndexError)
 
 
 def is_loopback(url: str) -> bool:
@@ -55,6 +59,13 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def text_content(value: Any) -> str | None:
+    """A message's text content; anything else raises (a bad answer, inside ``Upstream.parsing``)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("content is not text")
 
 
 def upstream_message(body: bytes, status: int) -> tuple[str, dict[str, Any]]:
@@ -130,6 +141,11 @@ class Upstream:
         self.breaker = breaker
         self.network_allowed = network_enabled or is_loopback(base_url)
         self._session: aiohttp.ClientSession | None = None
+        # Our credentials for the upstream, longest first: an upstream may quote them back in an
+        # error message, which is passed on to the caller.
+        values = {value for value in self.headers.values() if value}
+        values |= {value.split(" ", 1)[1] for value in values if " " in value}
+        self._secrets = sorted((value for value in values if len(value) >= 4), key=len, reverse=True)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -168,7 +184,8 @@ class Upstream:
             self.breaker.before_call()
             retry_after: float | None = None
             try:
-                response = await self.session.request(method, url, data=body, headers=headers)
+                # Never follow a redirect: it could lead off this machine past the network gate.
+                response = await self.session.request(method, url, data=body, headers=headers, allow_redirects=False)
             except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 if not isinstance(exc, aiohttp.ConnectionTimeoutError):
                     # The upstream took the request and went silent: retrying would double its load.
@@ -182,8 +199,9 @@ class Upstream:
                 self._failed(exc)
                 failure = self._unreachable(exc)
             else:
-                if response.status < 300:
-                    self.breaker.record_success()
+                if 200 <= response.status < 300:
+                    # The breaker's verdict waits for the body (read_body, relaying, get_json): an
+                    # upstream that sends headers and then goes silent is failing, not healthy.
                     return Attempted(response, attempt + 1, started)
                 failure, retry_after = await self._refused(response)
                 if response.status not in RETRYABLE_STATUSES:
@@ -218,7 +236,15 @@ class Upstream:
             response.release()
         status = response.status
         message, fields = upstream_message(raw, status)
+        message = self.clean(message)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status < 400:
+            self.breaker.record_success()  # it answered: the upstream is alive, but not as a model server
+            return ProviderError(
+                f"The {self.provider} upstream answered HTTP {status} instead of a result (redirects are not "
+                "followed: point the base URL at the final address).",
+                code="upstream_redirect" if 300 <= status < 400 else "provider_bad_response",
+            ), None
         if status >= 500:
             self.breaker.record_failure()
             return ProviderError(
@@ -249,18 +275,39 @@ class Upstream:
             f"The {self.provider} upstream sent an unexpected answer ({what}).", code="provider_bad_response"
         )
 
+    @contextmanager
+    def parsing(self, what: str) -> Iterator[None]:
+        """Around reading an answer's JSON: a shape we did not expect is a bad answer (502)."""
+        try:
+            yield
+        except _SHAPE_ERRORS:
+            raise self.bad_answer(what) from None
+
+    def clean(self, message: str) -> str:
+        """An upstream's message as the caller may see it: our credentials and anything that
+        looks like one replaced (the upstream may quote the request it refused)."""
+        for secret in self._secrets:
+            message = message.replace(secret, REDACTED)
+        return redact_secrets(message)[0]
+
+    def failed_mid_stream(self, message: str) -> ProviderError:
+        return ProviderError(f"The {self.provider} upstream failed mid-stream: {self.clean(message[:_MESSAGE_CHARS])}")
+
     async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
         """The whole body of an accepted response, with read failures mapped to our errors."""
         async with response:
             try:
-                return await response.read()
+                body = await response.read()
             except TimeoutError:
+                self.breaker.record_failure()
                 raise ProviderTimeout(f"The {self.provider} upstream stopped sending its answer.") from None
             except aiohttp.ClientError as exc:
                 self.breaker.record_failure()
                 raise ProviderError(
                     f"The {self.provider} upstream broke off its answer ({type(exc).__name__})."
                 ) from None
+        self.breaker.record_success()
+        return body
 
     @contextmanager
     def relaying(self, response: aiohttp.ClientResponse) -> Iterator[_Relaying]:
@@ -276,6 +323,14 @@ class Upstream:
         except aiohttp.ClientError as exc:
             self.breaker.record_failure()
             raise ProviderError(f"The {self.provider} upstream broke off the stream ({type(exc).__name__}).") from None
+        except BaseException:
+            # No verdict on the upstream's health: we stopped reading (the client went away, a cap
+            # was reached), or it answered in a way that is not a failure to reach it (an error
+            # event, a malformed or unfinished stream). A half-open probe may be tried again.
+            self.breaker.release_probe()
+            raise
+        else:
+            self.breaker.record_success()
         finally:
             if state.finished:
                 response.release()
@@ -284,9 +339,9 @@ class Upstream:
 
     async def get_json(self, path: str) -> Any:
         """GET and parse JSON (model lists), with the same retries and mapping."""
-        accepted = await self.send("GET", path)
-        async with accepted.response as response:
-            return orjson.loads(await response.read())
+        body = await self.read_body((await self.send("GET", path)).response)
+        with self.parsing("not JSON"):
+            return orjson.loads(body)
 
     async def probe(self, path: str) -> tuple[bool, str]:
         """A cheap health call for /ready, bounded by ORCH_LLM_HEALTH_TIMEOUT_SEC; never retried."""
@@ -294,10 +349,10 @@ class Upstream:
             return False, "network_disabled"
         try:
             async with self.session.get(
-                self.base_url + path, timeout=aiohttp.ClientTimeout(total=self.health_timeout)
+                self.base_url + path, timeout=aiohttp.ClientTimeout(total=self.health_timeout), allow_redirects=False
             ) as response:
                 await response.read()
-                if response.status < 300:
+                if 200 <= response.status < 300:
                     return True, "ok"
                 return False, f"upstream_status_{response.status}"
         except (aiohttp.ClientError, TimeoutError):

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from typing import Any
 
 import httpx
@@ -296,3 +297,100 @@ async def test_non_loopback_upstream_needs_the_network_flag(app_factory: Callabl
         assert error["code"] == "network_disabled" and "ORCH_LLM_NETWORK_ENABLED" in error["message"]
         ready = await client.get("/ready")
         assert ready.status_code == 503 and ready.json()["reason"] == "network_disabled"
+
+
+async def test_redirects_are_never_followed(app_factory: Callable[..., FastAPI]) -> None:
+    """A redirect could lead off this machine past the network gate: it is a 502, and the place it
+    points at is never called (nor is any other 3xx passed on as the caller's status)."""
+    async with fake_upstream() as elsewhere:
+        moved = Reply(status=307, headers={"Location": elsewhere.url + "/chat/completions"}, body=b"")
+        async with gateway(app_factory, moved, Reply(status=304, body=b"")) as (client, _):
+            for body in ({**HELLO, "stream": True}, HELLO):
+                error = assert_envelope(await client.post(CHAT, json=body), 502, type_="provider_error")
+                assert error["code"] in ("upstream_redirect",) and "redirects are not followed" in error["message"]
+    assert elsewhere.requests == []
+
+
+async def test_answers_of_an_unexpected_shape_are_502_not_500(app_factory: Callable[..., FastAPI]) -> None:
+    """Valid JSON that is not what the API promises is the upstream's fault, whole or streamed."""
+    usage = completion()
+    usage["usage"]["prompt_tokens"] = "many"
+    bodies: list[Any] = [
+        {"choices": [{"message": None}]},
+        {"choices": [{"message": "a string"}]},
+        completion(message={"content": 5}),
+        completion(message={"tool_calls": ["x"]}),
+        usage,
+        [1, 2],
+    ]
+    async with gateway(app_factory, *(Reply(body=b) for b in bodies)) as (client, fake):
+        for _ in bodies:
+            error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+            assert error["code"] == "provider_bad_response"
+        fake.models_body = b"<html>not a model list</html>"
+        assert_envelope(await client.get("/v1/models"), 502)
+    first = Reply(stream=[123])
+    later = Reply(stream=[chunk({"content": "one "}), [1, 2]], delay=0.05)  # the bad event after the first
+    async with gateway(app_factory, first, later) as (client, _):
+        error = assert_envelope(await client.post(CHAT, json={**HELLO, "stream": True}), 502)
+        assert error["code"] == "provider_bad_response"
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    events = sse(response.text)
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "provider_bad_response"
+    assert events[-2]["error"]["message"] and "request_id" in events[0]
+
+
+async def test_upstream_messages_never_carry_our_credentials(app_factory: Callable[..., FastAPI]) -> None:
+    key = "k3y-for-the-upstream-only"  # no known credential shape: only knowing it finds it
+    quoted = Reply(status=400, body={"error": {"message": f"invalid header: Authorization=Bearer {key}"}})
+    traceback = Reply(status=500, body=b"<pre>Traceback ... OPENAI_API_KEY=sk-abcdefghijklmnopqrstuvwx</pre>")
+    streamed = Reply(stream=[chunk({"content": "a"}), {"error": {"message": f"bad key {key}"}}], delay=0.05)
+    async with gateway(app_factory, quoted, traceback, streamed, openai_api_key=key) as (client, _):
+        first = await client.post(CHAT, json=HELLO)
+        second = await client.post(CHAT, json=HELLO)
+        third = await client.post(CHAT, json={**HELLO, "stream": True})
+    assert assert_envelope(first, 400)["message"] == "invalid header: Authorization=[REDACTED]"
+    assert "[REDACTED]" in assert_envelope(second, 502)["message"]
+    for response in (first, second, third):
+        assert key not in response.text and "sk-abcdefghijklmnopqrstuvwx" not in response.text
+    assert "[REDACTED]" in sse(third.text)[-2]["error"]["message"]
+
+
+async def test_silence_after_the_headers_counts_toward_the_breaker(app_factory: Callable[..., FastAPI]) -> None:
+    """An upstream that sends its headers and then nothing is failing (whole answers and streams)."""
+    settings = {"llm_circuit_max_failures": 2, "llm_circuit_reset_sec": 30, "llm_timeout_sec": 0.3}
+    async with gateway(app_factory, Reply(stall=True), **settings) as (client, fake):
+        for _ in range(2):
+            assert_envelope(await client.post(CHAT, json=HELLO), 504)
+        assert assert_envelope(await client.post(CHAT, json=HELLO), 503)["code"] == "circuit_open"
+    assert len(fake.requests) == 2
+    silent = Reply(stream=[chunk({"content": "a"}), chunk({"content": "b"})], delay=2)
+    async with gateway(app_factory, silent, **settings) as (client, fake):
+        for _ in range(2):
+            events = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+            assert events[-2]["error"]["code"] == "provider_timeout"
+        assert assert_envelope(await client.post(CHAT, json={**HELLO, "stream": True}), 503)["code"] == "circuit_open"
+    assert len(fake.requests) == 2
+
+
+async def test_a_stream_that_just_stops_is_an_error_not_an_answer(app_factory: Callable[..., FastAPI]) -> None:
+    """Closed without [DONE] and without a finish_reason: cut off. With a finish_reason (some servers
+    omit [DONE]): complete."""
+    cut = Reply(stream=[chunk({"content": "one "}), chunk({"content": "two "})], done=False)
+    finished = Reply(stream=text_chunks(["one ", "two "]), done=False)
+    async with gateway(app_factory, cut, finished) as (client, _):
+        broken = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+        whole = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+    assert broken[-1] == "[DONE]" and "without finishing" in broken[-2]["error"]["message"]
+    assert whole[-1] == "[DONE]" and not any("error" in e for e in whole[:-1])
+    assert [e["choices"][0]["finish_reason"] for e in whole[:-1] if e["choices"]][-1] == "stop"
+
+
+async def test_a_429_retry_after_date_is_understood(app_factory: Callable[..., FastAPI]) -> None:
+    """Retry-After as an HTTP date an hour away: no retry (past the 10 s cap), and the caller is told."""
+    later = formatdate(time.time() + 3600, usegmt=True)
+    reply = Reply(status=429, headers={"Retry-After": later}, body={"error": {"message": "slow down"}})
+    async with gateway(app_factory, reply, llm_retry_count=2, llm_retry_backoff_sec=0.01) as (client, fake):
+        response = await client.post(CHAT, json=HELLO)
+    assert_envelope(response, 429, type_="rate_limit_error")
+    assert 3500 <= int(response.headers["retry-after"]) <= 3600 and len(fake.requests) == 1

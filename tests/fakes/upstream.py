@@ -67,10 +67,12 @@ class Reply:
     body: Any = None  # dict -> JSON; bytes/str as is; None -> a default completion
     headers: dict[str, str] = field(default_factory=dict)
     hang: bool = False  # never answer
-    stream: list[dict[str, Any]] | None = None  # SSE events, then [DONE]
+    stream: list[Any] | None = None  # SSE events (JSON values), then [DONE]
     delay: float = 0.0  # before answering / between stream events
     reset_after: int | None = None  # abort the connection after this many events
     endless: bool = False  # keep streaming until the client goes away
+    done: bool = True  # end a stream with [DONE] (False: just close it)
+    stall: bool = False  # send the headers and part of the body, then nothing
 
 
 @dataclass
@@ -78,6 +80,7 @@ class FakeUpstream:
     script: list[Reply] = field(default_factory=lambda: [Reply()])
     requests: list[dict[str, Any]] = field(default_factory=list)
     model_requests: int = 0
+    models_body: bytes | None = None  # what /models answers (None: MODELS)
     disconnected_at: float | None = None
     url: str = ""
 
@@ -91,6 +94,12 @@ class FakeUpstream:
             await asyncio.sleep(3600)
         if reply.delay and reply.stream is None:
             await asyncio.sleep(reply.delay)
+        if reply.stall:
+            stalled = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            stalled.content_length = 1000
+            await stalled.prepare(request)
+            await stalled.write(b'{"id": "chatcmpl-fake", ')
+            await asyncio.sleep(3600)
         if reply.stream is None and not reply.endless:
             body = reply.body if reply.body is not None else completion()
             data = (
@@ -112,7 +121,8 @@ class FakeUpstream:
                 else:
                     event = events[sent] if sent < len(events) else None
                 if event is None:
-                    await response.write(b"data: [DONE]\n\n")
+                    if reply.done:
+                        await response.write(b"data: [DONE]\n\n")
                     break
                 if reply.reset_after is not None and sent >= reply.reset_after:
                     assert request.transport is not None
@@ -129,6 +139,8 @@ class FakeUpstream:
 
     async def models(self, request: web.Request) -> web.Response:
         self.model_requests += 1
+        if self.models_body is not None:
+            return web.Response(body=self.models_body, content_type="application/json")
         return web.json_response(MODELS)
 
 
