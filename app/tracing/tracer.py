@@ -38,6 +38,7 @@ log = get_logger("tracing")
 MAX_BATCH_TRACES = 5000  # one transaction never grows past this many trace records
 PREPARE_SLICE = 64  # traces prepared between two yields to the event loop (about half a millisecond)
 WRITE_ATTEMPTS = 3  # a batch is tried this often before it is dropped (and counted)
+LOST_TRACES_MAX = 100_000  # traces remembered as incomplete until their end arrives
 STORED_VALUE_MAX_CHARS = 4000  # receipts record decisions, not documents: long strings are capped
 _CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
@@ -163,6 +164,10 @@ class Tracer:
         self._stopping = False
         self._waiters: list[asyncio.Future[None]] = []
         self._chains: dict[str, _Chain] = {}
+        # Traces part of which was dropped (queue full, batch failed) and whose end is still to come:
+        # what follows is dropped too, so that no later batch finishes (and enters in the ledger) a
+        # trace whose record or earlier steps were never stored.
+        self._lost: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
         self.steps_written = metrics.counter("orch_trace_steps_written_total", "Receipt steps committed.")
@@ -195,8 +200,16 @@ class Tracer:
         return trace
 
     def put(self, record: _Record) -> None:
+        if self._lost and record.trace_id in self._lost:
+            # An earlier part of this trace was dropped: the rest cannot chain onto it.
+            self.dropped.labels("trace_incomplete").inc()
+            if record.ended:
+                self._lost.discard(record.trace_id)
+            return
         if len(self._queue) >= self.queue_max:
             self.dropped.labels("queue_full").inc()
+            if not record.ended:
+                self._lose(record.trace_id)
             now = time.monotonic()
             if now - self._last_drop_log > 10:
                 self._last_drop_log = now
@@ -268,6 +281,7 @@ class Tracer:
         _collector_paused)."""
         batch = [self._queue.popleft() for _ in range(min(due, len(self._queue), MAX_BATCH_TRACES))]
         taken = len(batch)
+        continuing = [record.trace_id for record in batch if not record.ended]
         prepared = _Prepared()
         with _collector_paused():
             for start in range(0, len(batch), PREPARE_SLICE):
@@ -283,7 +297,15 @@ class Tracer:
             if attempt < WRITE_ATTEMPTS:
                 await asyncio.sleep(0.2 * 2**attempt)
         self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))
+        for trace_id in continuing:  # their chain state counted on rows that were never stored
+            self._chains.pop(trace_id, None)
+            self._lose(trace_id)
         return taken
+
+    def _lose(self, trace_id: str) -> None:
+        if len(self._lost) >= LOST_TRACES_MAX:
+            self._lost.clear()  # bounded; an end that never comes must not grow it forever
+        self._lost.add(trace_id)
 
     def _payload_json(self, value: dict[str, Any]) -> str:
         """The payload as canonical JSON, redacted (and capped) before anything is stored."""
@@ -298,8 +320,14 @@ class Tracer:
         """
         steps = prepared.steps
         payload_json = self._payload_json
+        lost = self._lost
         for record in batch:
             trace_id = record.trace_id
+            if lost and trace_id in lost:  # queued before an earlier part of its trace was dropped
+                self.dropped.labels("trace_incomplete").inc()
+                if record.ended:
+                    lost.discard(trace_id)
+                continue
             chain = self._chains.pop(trace_id, None)
             seq, prev = (chain.seq, chain.prev) if chain is not None else (0, GENESIS)
             begin = record.begin

@@ -269,6 +269,44 @@ async def test_deleted_newest_ledger_entries_are_detected(
     assert not emptied["verified"] and emptied["reason"] == "ledger_broken" and emptied["broken_at"] == 1
 
 
+async def test_a_trace_whose_start_was_dropped_never_reaches_the_ledger(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """A stream's start is handed over early. If it is lost (its batch failed to commit, or the
+    queue was full), the rest of that trace is dropped too (and counted): finishing it later would
+    put in the ledger a trace whose record was never stored, and the ledger would fail for good."""
+    async with panel(app_factory, backend) as (client, state):
+        tracer = state.tracer
+        assert tracer.store is not None
+        real_write = tracer.store.write_batch
+
+        async def database_down(*_: Any) -> None:
+            raise ConnectionError("database unavailable")
+
+        lost: list[str] = []
+        for cause in ("write_failed", "queue_full"):
+            trace = tracer.begin(route=CHAT, request_id=cause, principal="owner", stream=True)
+            if cause == "write_failed":
+                tracer.store.write_batch = database_down  # type: ignore[method-assign]
+                trace.flush()
+                await tracer.flush()  # three attempts, then the batch is dropped
+                tracer.store.write_batch = real_write  # type: ignore[method-assign]
+            else:
+                queue_max, tracer.queue_max = tracer.queue_max, 0
+                trace.flush()
+                tracer.queue_max = queue_max
+            trace.step("llm_provider", {"provider": "demo"})
+            trace.end()
+            lost.append(trace.id)
+        await chat(client, state)
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        gone = [await client.get(f"/v1/trust/trace/{trace_id}") for trace_id in lost]
+        metrics = (await client.get("/metrics")).text
+    assert ledger["verified"] and ledger["entries"] == 1, ledger
+    assert [response.status_code for response in gone] == [404, 404]
+    assert 'orch_trace_dropped_total{reason="trace_incomplete"} 2.0' in metrics
+
+
 async def test_ledger_ranges_that_hold_nothing_or_are_malformed(
     app_factory: Callable[..., FastAPI], backend: Backend
 ) -> None:
