@@ -118,6 +118,15 @@ class ServiceUnavailable(OrchestratorError):
     default_code = "service_unavailable"
 
 
+class DatabaseUnavailable(ServiceUnavailable):
+    """A database the request needs cannot be reached (or answers too slowly)."""
+
+    default_code = "database_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("A database this request needs is unavailable; try again shortly.")
+
+
 class ProviderTimeout(ProviderError):
     status = 504
     default_code = "provider_timeout"

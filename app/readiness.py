@@ -25,6 +25,12 @@ class ReadinessReport:
     checks: dict[str, str] = field(default_factory=dict)
 
 
+def _discard_outcome(task: asyncio.Future[tuple[bool, str]]) -> None:
+    """A check abandoned at its bound: its late outcome (or error) is not wanted."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Readiness:
     def __init__(self) -> None:
         self._checks: dict[str, CheckFn] = {}
@@ -40,10 +46,17 @@ class Readiness:
         self._timeouts[name] = timeout
 
     async def _run(self, name: str) -> tuple[bool, str]:
-        try:
-            return await asyncio.wait_for(self._checks[name](), self._timeouts[name])
-        except TimeoutError:
+        # Not wait_for: it waits for the cancelled check to finish, and a query on a hung database
+        # connection can take its own command timeout (30 s) to give up. The check is cancelled
+        # and left to end in the background; /ready answers at the bound.
+        task = asyncio.ensure_future(self._checks[name]())
+        done, _ = await asyncio.wait({task}, timeout=self._timeouts[name])
+        if not done:
+            task.cancel()
+            task.add_done_callback(_discard_outcome)
             return False, "timeout"
+        try:
+            return task.result()
         except Exception as exc:
             return False, type(exc).__name__
 

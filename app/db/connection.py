@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import aiosqlite
 
+from app.errors import DatabaseUnavailable
 from app.observability.logging import get_logger
 
 Dialect = Literal["sqlite", "postgres"]
@@ -435,10 +436,19 @@ class PostgresDatabase:
         self.min_size = min_size
         self.max_size = max_size
         self._pool: Any = None
+        self._unavailable: tuple[type[BaseException], ...] = (OSError,)
 
     async def open(self) -> PostgresDatabase:
         import asyncpg
 
+        # What a lost, refused, overloaded or too slow server raises (TimeoutError is an OSError).
+        self._unavailable = (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.TooManyConnectionsError,
+        )
         self._pool = await asyncpg.create_pool(
             self.url,
             min_size=self.min_size,
@@ -454,30 +464,43 @@ class PostgresDatabase:
             raise RuntimeError("the Postgres pool is not open")
         return self._pool
 
+    @asynccontextmanager
+    async def _executor(self, *, transaction: bool = False) -> AsyncIterator[_PostgresExecutor]:
+        """A pooled connection; a server that cannot be reached is DatabaseUnavailable (503)."""
+        try:
+            async with self.pool.acquire() as connection:
+                if not transaction:
+                    yield _PostgresExecutor(connection)
+                    return
+                async with connection.transaction():
+                    yield _PostgresExecutor(connection)
+        except self._unavailable as exc:
+            raise DatabaseUnavailable() from exc
+
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self.pool.acquire() as connection:
-            return await _PostgresExecutor(connection).execute(sql, *args)
+        async with self._executor() as executor:
+            return await executor.execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self.pool.acquire() as connection:
-            await _PostgresExecutor(connection).executemany(sql, rows)
+        async with self._executor() as executor:
+            await executor.executemany(sql, rows)
 
     async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        async with self.pool.acquire() as connection:
-            await _PostgresExecutor(connection).insert_rows(table, columns, rows)
+        async with self._executor() as executor:
+            await executor.insert_rows(table, columns, rows)
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
-        async with self.pool.acquire() as connection:
-            return await _PostgresExecutor(connection).fetch_all(sql, *args)
+        async with self._executor() as executor:
+            return await executor.fetch_all(sql, *args)
 
     async def fetch_one(self, sql: str, *args: Any) -> Row | None:
-        async with self.pool.acquire() as connection:
-            return await _PostgresExecutor(connection).fetch_one(sql, *args)
+        async with self._executor() as executor:
+            return await executor.fetch_one(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PostgresExecutor]:
-        async with self.pool.acquire() as connection, connection.transaction():
-            yield _PostgresExecutor(connection)
+        async with self._executor(transaction=True) as executor:
+            yield executor
 
     async def ping(self) -> bool:
         try:

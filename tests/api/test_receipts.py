@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from app.lifespan import AppState
 from app.tracing.chain import link
 from tests.conftest import Backend, assert_envelope, running
+from tests.fakes.tcp_proxy import tcp_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT = "/v1/chat/completions"
@@ -424,6 +425,30 @@ async def test_receipts_are_scoped_by_principal(app_factory: Callable[..., FastA
     assert {e["trace_id"] for e in mine["events"]} == {alices} and mine["count"] == 2
     assert {e["trace_id"] for e in everyone["events"]} == {alices, bobs, owners}
     assert filtered.status_code == 200 and filtered.json()["events"] == []
+
+
+async def test_a_database_out_of_reach_is_503_not_500(app_factory: Callable[..., FastAPI], postgres_url: str) -> None:
+    """Postgres goes away under the running service (the path to it is cut): the routes that need
+    it answer 503 database_unavailable in the envelope, and chat keeps working."""
+    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+        url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        memory = {"memory_enabled": True, "memory_capture_enabled": True}
+        async with panel(app_factory, Backend("postgres", {"database_url": url}, url), **memory) as (client, state):
+            trace_id = await chat(client, state)
+            await proxy.cut()
+            for method, path, body in (
+                ("GET", "/v1/trust/events", None),
+                ("GET", f"/v1/trust/trace/{trace_id}", None),
+                ("GET", "/v1/trust/ledger/verify", None),
+                ("POST", "/v1/audit/verify", {"trace_id": trace_id}),
+                ("GET", "/v1/memory", None),
+            ):
+                response = await client.request(method, path, json=body)
+                error = assert_envelope(response, 503, type_="service_unavailable")
+                assert error["code"] == "database_unavailable", (path, error)
+            assert (await client.post(CHAT, json=HELLO)).status_code == 200  # its receipt is dropped, counted
+            ready = await client.get("/ready")
+    assert ready.status_code == 503
 
 
 async def test_trust_panel_off_is_503_after_auth(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:

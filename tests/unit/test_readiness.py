@@ -22,3 +22,25 @@ async def test_a_check_with_its_own_bound_reports_its_own_reason() -> None:
     report = await readiness.report()
     assert not report.ready
     assert report.checks == {"provider": "provider_unreachable", "stuck": "timeout"}
+
+
+async def test_a_check_that_ignores_cancellation_does_not_hold_up_ready() -> None:
+    """A query on a hung database connection may take its own timeout to give up when cancelled:
+    /ready answers at the bound anyway."""
+    release = asyncio.Event()
+
+    async def hung_database() -> tuple[bool, str]:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await release.wait()  # slow to give up, like a cancelled query on a dead connection
+            raise
+        return True, "ok"
+
+    readiness = Readiness()
+    readiness.add("database", hung_database, timeout=0.1)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    report = await asyncio.wait_for(readiness.report(), 5)
+    assert loop.time() - started < 1 and report.checks == {"database": "timeout"}
+    release.set()
