@@ -128,7 +128,6 @@ def policy_errors() -> Iterator[None]:
     try:
         yield
     except PolicyFileError as exc:
-        log.error("invalid policy file", extra={"error": str(exc)})
         raise StartupError(str(exc)) from None
 
 
@@ -317,7 +316,6 @@ async def open_database(databases: Databases, path: Path) -> Database:
         return await databases.get(path)
     except Exception as exc:
         where = "the Postgres database (ORCH_DATABASE_URL)" if databases.database_url else f"the SQLite file {path}"
-        log.error("cannot open the database", extra={"where": where, "error_type": type(exc).__name__})
         raise StartupError(f"cannot open {where}: {type(exc).__name__}: {exc}") from None
 
 

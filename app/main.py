@@ -8,6 +8,11 @@ the app does no I/O: databases, clients and the rest open in the lifespan.
 from __future__ import annotations
 
 import functools
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
@@ -16,7 +21,7 @@ from app import __version__
 from app.api import agents, chat, echo, health, memory, models, review, tools, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
-from app.lifespan import lifespan_for
+from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
@@ -99,7 +104,33 @@ def app_from_environment() -> FastAPI:
         exit_on_config_error(error)
         raise  # unreachable: exit_on_config_error raises SystemExit
     configure_logging(settings.log_json, settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    app.router.lifespan_context = _exit_on_startup_error(app.router.lifespan_context)
+    return app
+
+
+STARTUP_FAILED_EXIT = 3
+
+
+def _exit_on_startup_error(lifespan: Callable[[Any], AbstractAsyncContextManager[Any]]) -> Any:
+    """A resource that cannot be opened at startup (a database): one line saying which and why,
+    then exit 3, as for configuration errors. (Raised on, the server would print a traceback and
+    more; the in-process app of the tests keeps raising StartupError.)"""
+
+    @asynccontextmanager
+    async def guarded(app: FastAPI) -> AsyncIterator[None]:
+        started = False
+        try:
+            async with lifespan(app):
+                started = True
+                yield
+        except StartupError as error:
+            if started:
+                raise
+            print(f"orchestrators: {error}", file=sys.stderr, flush=True)
+            os._exit(STARTUP_FAILED_EXIT)  # what the server would do next, without its traceback
+
+    return guarded
 
 
 def check_policy_files(settings: Settings) -> None:

@@ -53,6 +53,24 @@ def test_bad_configuration_stops_with_one_clear_line(
     assert expected in lines[0]
 
 
+@pytest.mark.parametrize("entry", ["python -m app", "uvicorn app.main:app"])
+def test_a_database_that_cannot_be_opened_stops_with_one_clear_line(tmp_path: Path, entry: str) -> None:
+    command = (
+        [sys.executable, "-m", "app"]
+        if entry == "python -m app"
+        else [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
+    )
+    env = {"ORCH_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/test"}  # nothing listens
+    result = run_to_exit(tmp_path, command, env)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "orchestrators: cannot open the Postgres database (ORCH_DATABASE_URL): "
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    ], result.stderr
+
+
 def test_uvicorn_entry_point_serves(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
