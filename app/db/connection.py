@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import re
 import sqlite3
@@ -87,6 +88,16 @@ class Database(Executor, Protocol):
     async def ping(self) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+async def serialise(tx: Any, *parts: str) -> None:
+    """Inside a transaction: wait for any other transaction serialised on the same ``parts`` to end
+    (check-then-write done atomically, across replicas). Postgres: a transaction-scoped advisory
+    lock on a 64-bit key derived from ``parts``. SQLite: nothing to do, its transactions begin
+    IMMEDIATE, so writers already take turns."""
+    if tx.dialect == "postgres":
+        digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+        await tx.execute("SELECT pg_advisory_xact_lock($1)", int.from_bytes(digest[:8], "big", signed=True))
 
 
 def _sqlite_sql(sql: str) -> str:

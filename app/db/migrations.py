@@ -3,12 +3,11 @@ replicas starting at once (Postgres: an advisory lock; SQLite: BEGIN IMMEDIATE).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app.db.connection import Database
+from app.db.connection import Database, serialise
 
 _CREATE_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -27,17 +26,11 @@ class Migration:
     postgres: tuple[str, ...]
 
 
-def _lock_key(component: str) -> int:
-    # A stable signed 64-bit key per component for pg_advisory_xact_lock.
-    return int.from_bytes(hashlib.sha256(f"orch-migrate:{component}".encode()).digest()[:8], "big", signed=True)
-
-
 async def migrate(db: Database, component: str, migrations: Sequence[Migration]) -> list[int]:
     """Apply the component's pending migrations in one transaction; return the versions applied."""
     applied_now: list[int] = []
     async with db.transaction() as tx:
-        if db.dialect == "postgres":
-            await tx.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(component))
+        await serialise(tx, "orch-migrate", component)
         await tx.execute(_CREATE_TABLE)
         rows = await tx.fetch_all("SELECT version FROM schema_migrations WHERE component = $1", component)
         done = {row["version"] for row in rows}

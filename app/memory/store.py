@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.db.connection import Database, Executor, Row
+from app.db.connection import Database, Executor, Row, serialise
 from app.db.migrations import Migration, migrate
 from app.ids import new_uuid
 from app.timefmt import iso_utc
@@ -169,10 +169,6 @@ def owner_hash(principal_id: str) -> str:
     return hashlib.sha256(f"memory-owner:{principal_id}".encode()).hexdigest()[:32]
 
 
-def _lock_key(*parts: str) -> int:
-    return int.from_bytes(hashlib.sha256("\x1f".join(("memory", *parts)).encode()).digest()[:8], "big", signed=True)
-
-
 def scope_for(conversation_id: str | None) -> str:
     return CONVERSATION_SCOPE + conversation_id if conversation_id else GLOBAL_SCOPE
 
@@ -254,10 +250,8 @@ class MemoryStore:
         expires = now + ttl_minutes * 60
         scope = scope_for(conversation_id)
         async with self.db.transaction() as tx:
-            if tx.dialect == "postgres":
-                # Two requests with the same content at once must not both insert: serialise them on
-                # a lock of (owner, scope, content) for this transaction. (SQLite: BEGIN IMMEDIATE.)
-                await tx.execute("SELECT pg_advisory_xact_lock($1)", _lock_key(owner, scope, digest))
+            # Two requests with the same content at once must not both insert.
+            await serialise(tx, "memory", owner, scope, digest)
             row = await tx.fetch_one(
                 "SELECT id FROM memory_candidates WHERE user_id_hash = $1 AND scope = $2 AND content_hash = $3"
                 " AND expires_ts > $4 AND last_seen_at >= $5 ORDER BY last_seen_at DESC LIMIT 1",

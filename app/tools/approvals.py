@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from app.db.connection import Database, Row
+from app.db.connection import Database, Executor, Row, serialise
 from app.db.migrations import Migration, migrate
 from app.scrub import cap_text, scrub
 from app.timefmt import iso_utc
@@ -206,8 +206,8 @@ class ApprovalStore:
         row = await self.db.fetch_one(f"SELECT {_COLUMNS} FROM tool_approvals WHERE approval_id = $1", approval_id)  # noqa: S608
         return Approval.from_row(row, time.time()) if row else None
 
-    async def _insert(self, approval: Approval, args_json: str | None) -> Approval:
-        await self.db.execute(
+    async def _insert(self, approval: Approval, args_json: str | None, executor: Executor | None = None) -> Approval:
+        await (executor or self.db).execute(
             "INSERT INTO tool_approvals (approval_id, tool_name, args_hash, args_json, status, created_at,"
             " expires_at, requested_by, request_trace_id, decided_by, decided_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -240,36 +240,40 @@ class ApprovalStore:
         self, *, tool: str, args_hash: str, args: dict[str, Any], principal: str, trace_id: str | None
     ) -> Approval:
         """A call needs approval: the open request of this caller for these exact arguments, or a new one."""
-        now = time.time()
-        row = await self.db.fetch_one(
-            f"SELECT {_COLUMNS} FROM tool_approvals WHERE requested_by = $1 AND tool_name = $2"  # noqa: S608
-            " AND args_hash = $3 AND status = 'pending' AND expires_at > $4 ORDER BY created_at LIMIT 1",
-            principal,
-            tool,
-            args_hash,
-            now,
-        )
-        if row is not None:
-            return Approval.from_row(row, now)
-        count = await self.db.fetch_one(
-            "SELECT COUNT(*) AS n FROM tool_approvals WHERE requested_by = $1 AND status = 'pending'"
-            " AND expires_at > $2",
-            principal,
-            now,
-        )
-        if count is not None and int(count["n"]) >= MAX_PENDING_PER_PRINCIPAL:
-            raise TooManyPending
-        approval = Approval(
-            new_approval_id(),
-            tool,
-            args_hash,
-            PENDING,
-            now,
-            now + self.default_ttl,
-            requested_by=principal,
-            request_trace_id=trace_id,
-        )
-        return await self._insert(approval, args_preview(args))
+        async with self.db.transaction() as tx:
+            # Check, then insert, atomically: concurrent requests of one caller (on any replica)
+            # must neither open the same request twice nor get past the cap together.
+            await serialise(tx, "tool_approvals", principal)
+            now = time.time()
+            row = await tx.fetch_one(
+                f"SELECT {_COLUMNS} FROM tool_approvals WHERE requested_by = $1 AND tool_name = $2"  # noqa: S608
+                " AND args_hash = $3 AND status = 'pending' AND expires_at > $4 ORDER BY created_at LIMIT 1",
+                principal,
+                tool,
+                args_hash,
+                now,
+            )
+            if row is not None:
+                return Approval.from_row(row, now)
+            count = await tx.fetch_one(
+                "SELECT COUNT(*) AS n FROM tool_approvals WHERE requested_by = $1 AND status = 'pending'"
+                " AND expires_at > $2",
+                principal,
+                now,
+            )
+            if count is not None and int(count["n"]) >= MAX_PENDING_PER_PRINCIPAL:
+                raise TooManyPending
+            approval = Approval(
+                new_approval_id(),
+                tool,
+                args_hash,
+                PENDING,
+                now,
+                now + self.default_ttl,
+                requested_by=principal,
+                request_trace_id=trace_id,
+            )
+            return await self._insert(approval, args_preview(args), tx)
 
     async def _decide(self, approval_id: str, sql: str, *args: Any) -> Approval:
         now = time.time()

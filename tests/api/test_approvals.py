@@ -337,6 +337,25 @@ async def test_pending_requests_are_bounded_per_caller(app_factory: Callable[...
         assert over["approval_reason"] == "too_many_pending" and "approval_id" not in over
 
 
+async def test_concurrent_requests_share_one_pending_request_and_respect_the_cap(
+    app_factory: Callable[..., FastAPI], tmp_path: Path, backend: Backend
+) -> None:
+    """Check-then-insert is atomic: the same call asked 20 times at once opens one request, and
+    asking for more distinct calls at once than the cap allows stops exactly at the cap."""
+    from app.tools.approvals import MAX_PENDING_PER_PRINCIPAL
+
+    async with tools_app(app_factory, tmp_path, backend) as (client, _):
+        same = await asyncio.gather(*(execute(client, "safe_calc", CALC) for _ in range(20)))
+        assert len({result["approval_id"] for result in same}) == 1
+        distinct = await asyncio.gather(
+            *(execute(client, "safe_calc", {"expression": str(n)}) for n in range(MAX_PENDING_PER_PRINCIPAL + 10))
+        )
+        listed = await client.get(APPROVALS, params={"status": "pending", "limit": 200}, headers=APPROVER_HEADERS)
+    reasons = [result["approval_reason"] for result in distinct]
+    assert reasons.count("too_many_pending") == 11  # the 20 identical calls hold one of the places
+    assert listed.json()["count"] == MAX_PENDING_PER_PRINCIPAL
+
+
 async def test_approval_enforcement_off_runs_without_approval(
     app_factory: Callable[..., FastAPI], tmp_path: Path
 ) -> None:
