@@ -16,6 +16,7 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import InternalError, OrchestratorError, PayloadTooLarge
@@ -32,6 +33,8 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _UNMATCHED = "<unmatched>"
 # Probes: counted in neither metrics nor the INFO access log (they would drown both).
 _PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 
 STATE_REQUEST_ID = "request_id"
 STATE_EXTRA_HEADERS = "extra_headers"
@@ -127,6 +130,11 @@ class RequestContextMiddleware:
 
             try:
                 await self.app(scope, receive_wrapper, send_wrapper)
+            except ClientDisconnect:
+                # The client left before sending its whole body: nobody to answer, and not our
+                # error. Recorded as 499 (a client-side outcome), logged without a traceback.
+                status = CLIENT_CLOSED_REQUEST
+                log.info("client disconnected before its request was read", extra={"request_id": request_id})
             except Exception as exc:
                 # Handled here rather than by Starlette's outer ServerErrorMiddleware so that the
                 # 500 carries the request id like every other response.

@@ -138,3 +138,51 @@ async def test_the_api_docs_describe_errors_as_they_are_sent(client: httpx.Async
                     assert response["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
             assert ("401" in responses) == (path not in ("/health", "/ready")), (path, method)
     assert "400" in schema["paths"]["/v1/trust/events"]["get"]["responses"]
+
+
+async def abandoned_request(app: FastAPI, path: str, authorization: str) -> list[dict[str, Any]]:
+    """POST ``path`` announcing 100 bytes, send 14, then go away; what the app sent back."""
+    messages = [{"type": "http.request", "body": b'{"messages": [', "more_body": True}, {"type": "http.disconnect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", authorization.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+async def test_a_client_that_leaves_mid_body_is_not_a_server_error(
+    app_factory: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body is cut off by the client going away: nothing to answer, recorded as 499, no error logged."""
+    app = app_factory()
+    async with running(app) as client:
+        for path in (CHAT, "/echo"):
+            sent = await abandoned_request(app, path, client.headers["authorization"])
+            assert not any(m.get("status") == 500 for m in sent), sent
+        metrics = (await client.get("/metrics")).text
+    assert 'status="499"' in metrics and "orch_errors_total{" not in metrics
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
