@@ -208,11 +208,13 @@ class TrustService:
 
     @staticmethod
     def _ledger_bounds(first: int | None, last: int | None, top: int) -> tuple[int, int]:
-        """The range asked for, clamped to the ledger; a range that holds no entry is 404 (verifying
-        or exporting nothing must not read as "verified")."""
+        """The range asked for, clamped to the ledger (no ``from``: the newest entries up to ``to``,
+        at most MAX_LEDGER_RANGE); a range that holds no entry is 404 (verifying or exporting
+        nothing must not read as "verified")."""
         if first is not None and last is not None and first > last:
             raise InvalidRequest(f"`from` ({first}) is after `to` ({last}).", param="from", code="invalid_range")
-        first = first or 1
+        if first is None:  # the newest entries (up to `to`), at most one call's worth
+            first = max(1, min(last or top, top) - MAX_LEDGER_RANGE + 1)
         if first > top:
             message = f"The ledger ends at entry {top}." if top else "The ledger is empty: no trace has finished yet."
             raise NotFound(message, param="from", code="ledger_range_empty")

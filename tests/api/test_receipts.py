@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
+import app.tracing.trust as trust_module
 from app.lifespan import AppState
 from app.tracing.chain import link
 from tests.conftest import Backend, assert_envelope, running
@@ -327,6 +329,23 @@ async def test_ledger_ranges_that_hold_nothing_or_are_malformed(
                 assert_envelope(await client.get(path, params={"to": huge}), 400, param="to")
         intact = (await client.get("/v1/trust/ledger/verify", params={"from": 2, "to": 9})).json()
     assert intact["verified"] and intact["entries"] == 1 and intact["last_seq"] == 2
+
+
+async def test_without_from_the_newest_entries_are_verified(
+    app_factory: Callable[..., FastAPI], backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger longer than one call's worth (here 2 entries) still verifies without parameters:
+    its newest entries, linked onto the one before; an explicit range that long is refused."""
+    monkeypatch.setattr(trust_module, "MAX_LEDGER_RANGE", 2)
+    async with panel(app_factory, backend) as (client, state):
+        for _ in range(3):
+            await chat(client, state)
+        newest = (await client.get("/v1/trust/ledger/verify")).json()
+        exported = (await client.get("/v1/trust/ledger")).json()
+        too_long = await client.get("/v1/trust/ledger/verify", params={"from": 1})
+    assert newest["verified"] and (newest["first_seq"], newest["last_seq"], newest["entries"]) == (2, 3, 2)
+    assert [entry["seq"] for entry in exported["entries"]] == [2, 3]
+    assert assert_envelope(too_long, 400, param="to")["code"] == "range_too_large"
 
 
 async def test_a_streamed_chat_finishes_its_receipt_and_the_ledger_agrees(
