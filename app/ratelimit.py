@@ -10,6 +10,7 @@ this process (:class:`LocalCounters`).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -24,6 +25,10 @@ from app.observability.logging import get_logger
 log = get_logger("ratelimit")
 
 _KEY_PREFIX = "orch-rl"
+# A shared storage that does not answer must not slow every request down: each hit waits at most
+# this long, and after a failure the storage is left alone (requests go through) for a while.
+STORAGE_TIMEOUT_S = 0.5
+STORAGE_RETRY_AFTER_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,45 +98,63 @@ class RateLimiter:
         self.items: list[RateLimitItem] = parse_many(spec)
         self.storage_url = storage_url
         self.storage = _storage_for(storage_url)
+        self._shared = not isinstance(self.storage, LocalCounters)
         self._last_error_log = 0.0
+        self._skip_until = 0.0  # monotonic: after a failure, requests go through without trying
 
     async def hit(self, key: str) -> RateLimitState | None:
         """Count one request for ``key``. None when the storage failed (the request goes through).
 
-        Failing open is deliberate: an unreachable Redis must not take the API down. The failure
-        is logged (at most every 10 s) and ``/ready`` reports the storage as unavailable.
+        Failing open is deliberate: an unreachable Redis must not take the API down. A storage
+        that does not answer within STORAGE_TIMEOUT_S counts as failed, and after a failure it is
+        tried again only after STORAGE_RETRY_AFTER_S, so a hung Redis costs a few requests half a
+        second, not every request. The failure is logged (at most every 10 s) and ``/ready``
+        lists the storage as unavailable.
         """
+        if self._skip_until and time.monotonic() < self._skip_until:
+            return None
         now = time.time()
         tightest: RateLimitState | None = None
         try:
-            for item in self.items:
-                window = item.get_expiry()
-                index = int(now // window)
-                count = await self.storage.incr(f"{item.key_for(key)}/{index}", window)
-                state = RateLimitState(
-                    allowed=count <= item.amount,
-                    limit=item.amount,
-                    remaining=max(0, item.amount - count),
-                    reset_after=(index + 1) * window - now,
-                )
-                if tightest is None or not state.allowed or state.remaining < tightest.remaining:
-                    tightest = state
-                if not state.allowed:
-                    break
+            async with asyncio.timeout(STORAGE_TIMEOUT_S if self._shared else None):
+                tightest = await self._count(key, now)
         except Exception as exc:
+            self._skip_until = time.monotonic() + STORAGE_RETRY_AFTER_S
             if now - self._last_error_log > 10:
                 self._last_error_log = now
                 log.warning("rate limit storage failed; allowing requests", extra={"error": type(exc).__name__})
             return None
+        self._skip_until = 0.0
+        return tightest
+
+    async def _count(self, key: str, now: float) -> RateLimitState | None:
+        tightest: RateLimitState | None = None
+        for item in self.items:
+            window = item.get_expiry()
+            index = int(now // window)
+            count = await self.storage.incr(f"{item.key_for(key)}/{index}", window)
+            state = RateLimitState(
+                allowed=count <= item.amount,
+                limit=item.amount,
+                remaining=max(0, item.amount - count),
+                reset_after=(index + 1) * window - now,
+            )
+            if tightest is None or not state.allowed or state.remaining < tightest.remaining:
+                tightest = state
+            if not state.allowed:
+                break
         return tightest
 
     async def readiness_check(self) -> tuple[bool, str]:
-        """For /ready: does the shared storage answer?"""
+        """For /ready: does the shared storage answer? Listed in ``checks``, but never what makes
+        the service unready: requests go through without it, and a load balancer that took every
+        replica out because Redis is down would take the API down after all."""
         try:
-            ok = bool(await self.storage.check())
+            async with asyncio.timeout(STORAGE_TIMEOUT_S):
+                ok = bool(await self.storage.check())
         except Exception:
             ok = False
-        return (True, "ok") if ok else (False, "rate_limit_storage_unavailable")
+        return True, "ok" if ok else "rate_limit_storage_unavailable (failing open)"
 
     async def aclose(self) -> None:
         """Close the Redis connection pool (the memory storage holds nothing to close)."""
