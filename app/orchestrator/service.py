@@ -172,10 +172,13 @@ class Orchestrator:
         self._models_at = 0.0
 
     async def list_models(self) -> list[ModelCard]:
-        """The provider's models, cached briefly (a model list changes rarely, clients ask often)."""
+        """The provider's models a request may name (``ORCH_LLM_MODEL_ALLOWLIST``), cached briefly
+        (a model list changes rarely, clients ask often)."""
         now = time.monotonic()
         if self._models is None or now - self._models_at > MODELS_CACHE_SECONDS:
-            self._models = await self.provider.list_models()
+            models = await self.provider.list_models()
+            allowed = self.model_allowlist
+            self._models = [model for model in models if model.id in allowed] if allowed else models
             self._models_at = now
         return self._models
 

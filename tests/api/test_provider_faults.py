@@ -276,6 +276,11 @@ async def test_model_allowlist_and_default_model(app_factory: Callable[..., Fast
         error = assert_envelope(await client.post(CHAT, json={**HELLO, "model": "gpt-9"}), 400, param="model")
         assert "gpt-9" in error["message"] and error["code"] == "model_not_allowed"
         assert (await client.post(CHAT, json={"messages": HELLO["messages"]})).status_code == 200
+        # /v1/models lists only what a request may name
+        listed = [{"id": name, "object": "model", "created": 1, "owned_by": "fake"} for name in ("gpt-9", "other")]
+        fake.models_body = json.dumps({"object": "list", "data": listed}).encode()
+        assert [m["id"] for m in (await client.get("/v1/models")).json()["data"]] == ["other"]
+        assert_envelope(await client.get("/v1/models/gpt-9"), 404)
     assert [r["model"] for r in fake.requests] == ["other"]
 
 
