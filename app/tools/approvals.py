@@ -35,7 +35,10 @@ COMPONENT = "tool_approvals"
 PENDING, APPROVED, CONSUMED, DENIED, EXPIRED = "pending", "approved", "consumed", "denied", "expired"
 STATUSES = (PENDING, APPROVED, CONSUMED, DENIED, EXPIRED)
 MAX_PENDING_PER_PRINCIPAL = 50  # open requests one caller may have waiting for a person
-ARGS_PREVIEW_MAX_CHARS = 20_000  # what a reviewer sees of the arguments (the hash binds them all)
+ARGS_PREVIEW_MAX_CHARS = 20_000  # what a reviewer sees of an issued call's arguments (the hash binds them all)
+# A caller's request is shown whole or not at all: room for the longest python_exec code (20,000
+# characters) even when JSON escaping multiplies it.
+ARGS_REVIEW_MAX_CHARS = 131_072
 RETENTION_SECONDS = 30 * 86_400  # finished approvals older than this are purged at startup
 
 _COLUMNS = (
@@ -95,9 +98,41 @@ def approval_ref(approval_id: str) -> str:
 
 
 def args_preview(args: dict[str, Any]) -> str:
-    """The arguments as a reviewer sees them: credentials redacted, capped."""
+    """The arguments as a reviewer sees them: credentials redacted, capped. (For calls an approver
+    issues with arguments of their own; a caller's request is shown exactly, see reviewable_args.)"""
     text = orjson.dumps(scrub(args, pii=False), option=orjson.OPT_SORT_KEYS).decode()
     return cap_text(text, ARGS_PREVIEW_MAX_CHARS)[0]
+
+
+def reviewable_args(args: dict[str, Any]) -> str:
+    """The arguments of a caller's request exactly as they will run, for the person who approves
+    them; raise NotReviewable when they cannot be shown whole. A person approves exactly what runs:
+    redacting or cutting anything out of what they see would let a caller hide code from them
+    (text between two private-key markers, say), while the approval binds the real arguments."""
+    if scrub(args, pii=False) is not args:
+        raise NotReviewable(
+            "credentials",
+            "The arguments contain text that looks like a credential: it cannot be shown to the person "
+            "who approves, so the call cannot be approved. Pass secrets to tools some other way.",
+        )
+    text = orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
+    if len(text) > ARGS_REVIEW_MAX_CHARS:
+        raise NotReviewable(
+            "too_long",
+            f"The arguments are {len(text)} characters as JSON; a person reviews at most {ARGS_REVIEW_MAX_CHARS}.",
+        )
+    return text
+
+
+def _shown(args_json: str | None) -> Any:
+    """Stored arguments for the reviewer; a preview capped mid-JSON (an issued call's long
+    arguments) is shown as its text rather than failing the listing."""
+    if not args_json:
+        return None
+    try:
+        return orjson.loads(args_json)
+    except orjson.JSONDecodeError:
+        return args_json
 
 
 @dataclass(slots=True)
@@ -153,7 +188,7 @@ class Approval:
         item = self.issued()
         item.update(
             {
-                "args": orjson.loads(self.args_json) if self.args_json else None,
+                "args": _shown(self.args_json),
                 "requested_by": self.requested_by,
                 "request_trace_id": self.request_trace_id,
                 "decided_by": self.decided_by,
@@ -185,6 +220,15 @@ class ApprovalConflict(Exception):
 
 class TooManyPending(Exception):
     pass
+
+
+class NotReviewable(Exception):
+    """A caller's call whose arguments cannot be shown whole to the person who would approve them."""
+
+    def __init__(self, why: str, detail: str) -> None:
+        super().__init__(detail)
+        self.why = why
+        self.detail = detail
 
 
 class ApprovalStore:
@@ -239,7 +283,9 @@ class ApprovalStore:
     async def request(
         self, *, tool: str, args_hash: str, args: dict[str, Any], principal: str, trace_id: str | None
     ) -> Approval:
-        """A call needs approval: the open request of this caller for these exact arguments, or a new one."""
+        """A call needs approval: the open request of this caller for these exact arguments, or a new one.
+        Raises NotReviewable when the arguments cannot be shown whole to the person who approves."""
+        shown = reviewable_args(args)
         async with self.db.transaction() as tx:
             # Check, then insert, atomically: concurrent requests of one caller (on any replica)
             # must neither open the same request twice nor get past the cap together.
@@ -273,7 +319,7 @@ class ApprovalStore:
                 requested_by=principal,
                 request_trace_id=trace_id,
             )
-            return await self._insert(approval, args_preview(args), tx)
+            return await self._insert(approval, shown, tx)
 
     async def _decide(self, approval_id: str, sql: str, *args: Any) -> Approval:
         now = time.time()

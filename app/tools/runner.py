@@ -31,7 +31,7 @@ from app.observability.logging import get_logger
 from app.policies import PolicySnapshot
 from app.scrub import cap_text, redact_text
 from app.timefmt import iso_utc
-from app.tools.approvals import ApprovalStore, TooManyPending, approval_ref
+from app.tools.approvals import ApprovalStore, NotReviewable, TooManyPending, approval_ref
 from app.tools.policy import REQUIRE_APPROVAL, Decision, ToolPolicy
 from app.tools.registry import ToolFailure, ToolRegistry, ToolSpec, args_hash
 from app.tools.sandbox import SandboxJob, SandboxOutcome, SandboxUnavailable, ToolSandbox
@@ -233,6 +233,11 @@ class GuardedToolRunner:
                     "approval_reason": "too_many_pending",
                     "detail": "Too many of your approval requests are waiting for a person.",
                 }
+            except NotReviewable as refused:
+                reason = "arguments_not_reviewable"
+                step = {"tool": spec.name, "approved": False, "reason": reason, "why": refused.why}
+                trace.step("tool_approval", step)
+                return {"approval_reason": reason, "detail": refused.detail}
         except Exception as exc:
             log.error("approval store failed", extra={"error_type": type(exc).__name__})
             trace.step("tool_approval", {"tool": spec.name, "approved": False, "reason": "approvals_unavailable"})

@@ -356,6 +356,28 @@ async def test_concurrent_requests_share_one_pending_request_and_respect_the_cap
     assert listed.json()["count"] == MAX_PENDING_PER_PRINCIPAL
 
 
+async def test_a_person_approves_exactly_what_runs(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:
+    """Arguments that cannot be shown whole are never put to a person: redacting text between two
+    private-key markers would hide code from them while the approval binds the real code."""
+    hidden = (
+        'a = """-----BEGIN RSA PRIVATE KEY-----"""\n'
+        'print("not what the approver saw")\n'
+        'b = """-----END RSA PRIVATE KEY-----"""'
+    )
+    async with tools_app(app_factory, tmp_path) as (client, _):
+        refused = await execute(client, "python_exec", {"code": hidden})
+        assert refused["approval_reason"] == "arguments_not_reviewable" and "credential" in refused["detail"]
+        quoted = 's = """' + '\\"' * 9000 + '"""'  # 20,000 characters of code, longer than that as JSON
+        pending = await execute(client, "python_exec", {"code": quoted})
+        listed = (await client.get(APPROVALS, params={"status": "pending"}, headers=APPROVER_HEADERS)).json()
+        # an approver's own call, with arguments too long to preview, still lists
+        issued = await approve(client, "python_exec", {"code": "x = '" + '"' * 12000 + "'"})
+        everything = await client.get(APPROVALS, params={"status": "all"}, headers=APPROVER_HEADERS)
+    assert pending["approval_status"] == "pending"
+    assert [item["args"] for item in listed["data"]] == [{"code": quoted}]  # whole, exactly what would run
+    assert everything.status_code == 200 and issued["approval_id"] in everything.text
+
+
 async def test_approval_enforcement_off_runs_without_approval(
     app_factory: Callable[..., FastAPI], tmp_path: Path
 ) -> None:
