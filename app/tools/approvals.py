@@ -36,9 +36,9 @@ PENDING, APPROVED, CONSUMED, DENIED, EXPIRED = "pending", "approved", "consumed"
 STATUSES = (PENDING, APPROVED, CONSUMED, DENIED, EXPIRED)
 MAX_PENDING_PER_PRINCIPAL = 50  # open requests one caller may have waiting for a person
 ARGS_PREVIEW_MAX_CHARS = 20_000  # what a reviewer sees of an issued call's arguments (the hash binds them all)
-# A caller's request is shown whole or not at all: room for the longest python_exec code (20,000
-# characters) even when JSON escaping multiplies it.
-ARGS_REVIEW_MAX_CHARS = 131_072
+# A caller's request is shown whole or not at all: room for the longest python_exec code (100,000
+# characters) even when JSON escaping multiplies it several times.
+ARGS_REVIEW_MAX_CHARS = 1_048_576
 RETENTION_SECONDS = 30 * 86_400  # finished approvals older than this are purged at startup
 
 _COLUMNS = (

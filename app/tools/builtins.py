@@ -91,8 +91,16 @@ def echo(args: dict[str, Any]) -> str:
     return f"Echo: {args['message']}"
 
 
-def safe_calc(args: dict[str, Any]) -> int | float:
-    return evaluate(args["expression"])
+_JSON_INT = 2**63  # JSON numbers this service writes are 64-bit integers (orjson); larger ones are text
+
+
+def safe_calc(args: dict[str, Any]) -> int | float | str:
+    """The value; an integer outside the 64-bit range (up to 4096 bits are allowed) as its decimal
+    text, since JSON tools (this service's and most clients') do not carry such numbers."""
+    value = evaluate(args["expression"])
+    if isinstance(value, int) and not -_JSON_INT <= value < _JSON_INT:
+        return str(value)
+    return value
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")

@@ -87,6 +87,23 @@ def _param(path: Iterable[Any]) -> str:
     return text
 
 
+MAX_ARGS_DEPTH = 64
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and arrays in ``value`` nest more than ``limit`` levels (without recursing)."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item if isinstance(item, list) else ())
+        ]
+        if not level:
+            return False
+    return True
+
+
 @dataclass
 class ToolRegistry:
     """The tools of this instance, with one compiled schema validator each."""
@@ -116,6 +133,9 @@ class ToolRegistry:
         """None when ``args`` fit the tool's schema, else the most relevant problem."""
         if not isinstance(args, dict):
             return ArgumentError(f"Tool arguments must be a JSON object, not {type(args).__name__}.", "args")
+        if _deeper_than(args, MAX_ARGS_DEPTH):
+            # The schema validator recurses: a deeper value would exhaust Python's stack (a 500).
+            return ArgumentError(f"Tool arguments may be nested at most {MAX_ARGS_DEPTH} levels deep.", "args")
         error = best_match(self._validators[name].iter_errors(args))
         if error is None:
             return None

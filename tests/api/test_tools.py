@@ -73,6 +73,10 @@ async def test_safe_calc_over_http(app_factory: Callable[..., FastAPI]) -> None:
         assert refused["status"] == "error" and refused["error"] == "division_by_zero"
         injected = await execute(client, "safe_calc", {"expression": "__import__('os').system('id')"})
         assert injected["error"] == "unsupported_expression"
+        # integers past 64 bits (up to 4096 are allowed) come back as their decimal text
+        assert (await execute(client, "safe_calc", {"expression": "2**64"}))["result"] == str(2**64)
+        assert (await execute(client, "safe_calc", {"expression": "-(2**63)-1"}))["result"] == str(-(2**63) - 1)
+        assert (await execute(client, "safe_calc", {"expression": "2**63-1"}))["result"] == 2**63 - 1
 
 
 async def test_the_other_safe_tools(app_factory: Callable[..., FastAPI]) -> None:
@@ -110,6 +114,9 @@ async def test_missing_name_unknown_tool_and_bad_arguments(app_factory: Callable
             assert error["code"] == "validation_error"
         assert_envelope(await client.post(EXECUTE, content=b"[1]"), 400)
         assert_envelope(await client.post(EXECUTE, content=b"{not json"), 400)
+        deep = b'{"name": "echo", "args": {"message": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1000 + b"}}"
+        error = assert_envelope(await client.post(EXECUTE, content=deep), 400, param="args")
+        assert "nested" in error["message"]
         # nothing broke: the tool still answers
         assert (await execute(client, "safe_calc", {"expression": "1+1"}))["result"] == 2
 
