@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from app.auth import ANONYMOUS_ID, APPROVER_ID, OWNER_ID
+
 SERVICE_ID = "orchestrators_v2"  # the `service` field of /health and /ready (wire contract)
 
 # The policy files shipped with the service (agents, router policy), next to the app package.
@@ -392,6 +394,9 @@ class Settings(BaseSettings):
         return self.rate_limit_storage_url or "memory://"
 
 
+_RESERVED_PRINCIPALS = frozenset({OWNER_ID, APPROVER_ID, ANONYMOUS_ID})
+
+
 def parse_principals(raw: str) -> dict[str, str]:
     """Parse ``name=token,name2=token2`` into ``{name: token}``; raise ValueError when malformed."""
     result: dict[str, str] = {}
@@ -404,6 +409,10 @@ def parse_principals(raw: str) -> dict[str, str]:
             raise ValueError("expected name=token pairs separated by commas")
         if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 64:
             raise ValueError(f"principal name {name!r} must be letters, digits, '-' or '_'")
+        if name.lower() in _RESERVED_PRINCIPALS:
+            # Memories, receipts and the ledger are scoped by the name alone: a principal named
+            # "owner" would be the owner.
+            raise ValueError(f"principal name {name!r} is reserved (owner, approver, anonymous)")
         if name in result:
             raise ValueError(f"principal {name!r} is listed twice")
         result[name] = token

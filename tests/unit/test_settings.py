@@ -118,6 +118,11 @@ def test_principals_parse() -> None:
     for bad in ("alice", "=t", "alice=", "a b=t", "alice=t1,alice=t2"):
         with pytest.raises(ValueError):
             parse_principals(bad)
+    # the service's own identities: a principal named "owner" would read the owner's memories,
+    # receipts and the ledger, which are scoped by the name alone
+    for reserved in ("owner", "Owner", "approver", "anonymous"):
+        with pytest.raises(ValueError, match="reserved"):
+            parse_principals(f"{reserved}=imposter-token-0123456789")
 
 
 def test_boolean_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
