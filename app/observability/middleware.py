@@ -54,6 +54,13 @@ def add_response_headers(scope: Scope, headers: dict[str, str]) -> None:
     )
 
 
+def _is_our_token(scope: Scope, value: str) -> bool:
+    """Whether ``value`` is one of the bearer tokens the service accepts (owner, principals, approver)."""
+    orch = getattr(getattr(scope.get("app"), "state", None), "orch", None)
+    authenticator = getattr(orch, "authenticator", None)
+    return authenticator is not None and authenticator.identify(f"Bearer {value}") is not None
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics | None, otel: bool = False) -> None:
         self.app = app
@@ -73,8 +80,13 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 # A credential sent as a request id (a misconfigured client) would be logged and
-                # echoed: it is replaced like any other unusable id.
-                if _SANE_REQUEST_ID.fullmatch(candidate) and find_secret(candidate) is None:
+                # echoed: it is replaced like any other unusable id. That includes this service's
+                # own tokens, which need not look like credentials.
+                if (
+                    _SANE_REQUEST_ID.fullmatch(candidate)
+                    and find_secret(candidate) is None
+                    and not _is_our_token(scope, candidate)
+                ):
                     request_id = candidate
             elif name == b"content-length":
                 try:
