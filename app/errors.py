@@ -111,6 +111,13 @@ class ProviderError(OrchestratorError):
     type = "provider_error"
     default_code = "provider_error"
 
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        # The gateway has retried what is worth retrying (ORCH_LLM_RETRY_COUNT); the OpenAI SDKs
+        # retry a 502/504 twice more by default unless told not to, tripling the load on an
+        # upstream that is failing or still working on the request.
+        self.headers.setdefault("x-should-retry", "false")
+
 
 class ServiceUnavailable(OrchestratorError):
     status = 503

@@ -125,9 +125,11 @@ async def test_stream_relays_text_and_usage_only_when_asked(app_factory: Callabl
 async def test_upstream_500_is_502_and_not_retried(app_factory: Callable[..., FastAPI]) -> None:
     reply = Reply(status=500, body={"error": {"message": "model crashed", "type": "server_error"}})
     async with gateway(app_factory, reply, llm_retry_count=2, llm_retry_backoff_sec=0.01) as (client, fake):
-        error = assert_envelope(await client.post(CHAT, json=HELLO), 502, type_="provider_error")
+        response = await client.post(CHAT, json=HELLO)
+        error = assert_envelope(response, 502, type_="provider_error")
     assert error["code"] == "upstream_500" and "model crashed" in error["message"]
     assert len(fake.requests) == 1
+    assert response.headers["x-should-retry"] == "false"  # nor by the OpenAI SDKs, which honour this
 
 
 async def test_503_is_retried_with_backoff_then_succeeds(app_factory: Callable[..., FastAPI]) -> None:
@@ -212,9 +214,11 @@ async def test_connection_refused_is_502_unreachable(app_factory: Callable[..., 
 async def test_a_hang_past_the_timeout_is_504(app_factory: Callable[..., FastAPI]) -> None:
     async with gateway(app_factory, Reply(hang=True), llm_timeout_sec=0.5) as (client, fake):
         started = time.monotonic()
-        error = assert_envelope(await client.post(CHAT, json=HELLO), 504, type_="provider_error")
+        response = await client.post(CHAT, json=HELLO)
+        error = assert_envelope(response, 504, type_="provider_error")
         assert time.monotonic() - started < 4
     assert error["code"] == "provider_timeout" and len(fake.requests) == 1
+    assert response.headers["x-should-retry"] == "false"
 
 
 async def test_a_reset_mid_stream_ends_with_an_in_band_error_then_done(app_factory: Callable[..., FastAPI]) -> None:
