@@ -20,6 +20,10 @@ class _Pattern(NamedTuple):
     markers: tuple[str, ...]  # lowercase substrings; a match is impossible without one of them
 
 
+# Where a key may start: not inside a run of letters or digits (so "task-..." is not "sk-..."),
+# but right after an underscore, which \b would not allow ("DEPLOY_ghp_...", "my_sk-...").
+_START = r"(?<![A-Za-z0-9])"
+
 # Credential-looking values, by kind. Case-insensitive where the real format allows it.
 _SECRETS: dict[str, _Pattern] = {
     "private_key": _Pattern(
@@ -27,16 +31,16 @@ _SECRETS: dict[str, _Pattern] = {
         ("private key",),
     ),
     "bearer": _Pattern(re.compile(r"\bbearer\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), ("bearer",)),
-    "jwt": _Pattern(re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), ("eyj",)),
-    "openai_key": _Pattern(re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), ("sk-",)),
-    "stripe_key": _Pattern(re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"), ("_live_", "_test_")),
+    "jwt": _Pattern(re.compile(_START + r"eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"), ("eyj",)),
+    "openai_key": _Pattern(re.compile(_START + r"sk-[A-Za-z0-9_-]{20,}"), ("sk-",)),
+    "stripe_key": _Pattern(re.compile(_START + r"(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}"), ("_live_", "_test_")),
     "github_token": _Pattern(
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,})"),
+        re.compile(_START + r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{22,})"),
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
-    "slack_token": _Pattern(re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), ("xox",)),
-    "aws_access_key": _Pattern(re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), ("akia", "asia")),
-    "google_api_key": _Pattern(re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), ("aiza",)),
+    "slack_token": _Pattern(re.compile(_START + r"xox[abposr]-[A-Za-z0-9-]{10,}"), ("xox",)),
+    "aws_access_key": _Pattern(re.compile(_START + r"(?:AKIA|ASIA)[0-9A-Z]{16}\b"), ("akia", "asia")),
+    "google_api_key": _Pattern(re.compile(_START + r"AIza[0-9A-Za-z_-]{35}"), ("aiza",)),
     "credential_assignment": _Pattern(
         re.compile(
             # "token" needs no word boundary: token=, access_token=, my-api-token= all match (the
