@@ -98,3 +98,27 @@ class LiveServer(ManagedProcess):
             command or [sys.executable, "-m", "app"], port=port, cwd=workdir, env=base, log_path=workdir / "server.log"
         )
         self.workdir = workdir
+
+
+# --- a service that should refuse to start ------------------------------------------------------
+
+ENTRY_POINTS = ["python -m app", "uvicorn app.main:app"]  # the two ways a user starts it
+
+
+def entry_command(entry: str) -> list[str]:
+    """The command of one of ENTRY_POINTS (uvicorn on a free port)."""
+    if entry == "python -m app":
+        return [sys.executable, "-m", "app"]
+    return [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
+
+
+def run_to_exit(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` with the e2e environment plus ``env`` until it exits (within 30 s)."""
+    server = LiveServer(tmp_path, env, command)
+    return subprocess.run(
+        command, check=False, cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=30
+    )
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]

@@ -6,8 +6,6 @@ an SDK pointed at ``/v1/agents/holly``, and through ``model="agent:holly"``, who
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from app.providers.demo import DEMO_HEADER
-from tests.e2e.server import E2E_TOKEN, LiveServer, free_port
+from tests.e2e.server import E2E_TOKEN, ENTRY_POINTS, LiveServer, entry_command, run_to_exit, stderr_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -106,41 +104,26 @@ def test_advanced_mode_routes_by_the_policy(advanced_server: LiveServer) -> None
     assert extra(header)["agent"] == "Holly"
 
 
-def run_to_exit(tmp_path: Path, env: dict[str, str], command: list[str]) -> subprocess.CompletedProcess[str]:
-    server = LiveServer(tmp_path, env, command)
-    return subprocess.run(
-        command, check=False, cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=30
-    )
-
-
-@pytest.mark.parametrize("entry", ["python -m app", "uvicorn app.main:app"])
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_a_bad_agent_or_policy_file_stops_the_service_with_one_line(tmp_path: Path, entry: str) -> None:
-    command = (
-        [sys.executable, "-m", "app"]
-        if entry == "python -m app"
-        else [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
-    )
+    command = entry_command(entry)
     agents = tmp_path / "agents"
     agents.mkdir()
-    (agents / "holly.yaml").write_text("name: Holly\nsystem_prompt: hi\ntoolz: []\n")
-    result = run_to_exit(tmp_path, {"ORCH_AGENT_DIR": str(agents)}, command)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [
-        f"orchestrators: invalid policy: ORCH_AGENT_DIR: {agents / 'holly.yaml'}: toolz: Extra inputs are not permitted"
-    ]
-    # an agent naming a tool the registry does not have: the same one line, naming the file
-    (agents / "holly.yaml").write_text("name: Holly\nsystem_prompt: hi\ntools: [nosuch]\n")
-    result = run_to_exit(tmp_path, {"ORCH_AGENT_DIR": str(agents)}, command)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == [
-        f"orchestrators: invalid policy: ORCH_AGENT_DIR: {agents / 'holly.yaml'}: tools: no such tool ['nosuch']"
-    ]
+    for agent, reason in (
+        ("toolz: []", "toolz: Extra inputs are not permitted"),
+        # an agent naming a tool the registry does not have: the same one line, naming the file
+        ("tools: [nosuch]", "tools: no such tool ['nosuch']"),
+    ):
+        (agents / "holly.yaml").write_text(f"name: Holly\nsystem_prompt: hi\n{agent}\n")
+        result = run_to_exit(tmp_path, command, {"ORCH_AGENT_DIR": str(agents)})
+        assert result.returncode == 2, result.stderr
+        assert stderr_lines(result) == [
+            f"orchestrators: invalid policy: ORCH_AGENT_DIR: {agents / 'holly.yaml'}: {reason}"
+        ]
     policy = tmp_path / "router_policy.yaml"
     policy.write_text("rules:\n  - id: calc\n    when: {message: 'x'}\n    target: {agent: nobody}\n")
-    result = run_to_exit(tmp_path, {"ORCH_ROUTER_POLICY_PATH": "router_policy.yaml"}, command)  # relative: cwd
+    result = run_to_exit(tmp_path, command, {"ORCH_ROUTER_POLICY_PATH": "router_policy.yaml"})  # relative: cwd
     assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = stderr_lines(result)
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].endswith(f"{policy}: rule 'calc': there is no agent named 'nobody' (ORCH_AGENT_DIR)")

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.server import E2E_TOKEN, ROOT, LiveServer, free_port
+from tests.e2e.server import (
+    E2E_TOKEN,
+    ENTRY_POINTS,
+    ROOT,
+    LiveServer,
+    entry_command,
+    free_port,
+    run_to_exit,
+    stderr_lines,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def run_to_exit(tmp_path: Path, command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    server = LiveServer(tmp_path, env, command)
-    return subprocess.run(
-        command, check=False, cwd=tmp_path, env=server.env, capture_output=True, text=True, timeout=30
-    )
 
 
 @pytest.mark.parametrize(
@@ -36,35 +37,27 @@ def run_to_exit(tmp_path: Path, command: list[str], env: dict[str, str]) -> subp
         ),
     ],
 )
-@pytest.mark.parametrize("entry", ["python -m app", "uvicorn app.main:app"])
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_bad_configuration_stops_with_one_clear_line(
     tmp_path: Path, env: dict[str, str], expected: str, entry: str
 ) -> None:
-    command = (
-        [sys.executable, "-m", "app"]
-        if entry == "python -m app"
-        else [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
-    )
+    command = entry_command(entry)
     result = run_to_exit(tmp_path, command, env)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = stderr_lines(result)
     assert len(lines) == 1, result.stderr
     assert expected in lines[0]
 
 
-@pytest.mark.parametrize("entry", ["python -m app", "uvicorn app.main:app"])
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_a_database_that_cannot_be_opened_stops_with_one_clear_line(tmp_path: Path, entry: str) -> None:
-    command = (
-        [sys.executable, "-m", "app"]
-        if entry == "python -m app"
-        else [sys.executable, "-m", "uvicorn", "app.main:app", "--port", str(free_port())]
-    )
+    command = entry_command(entry)
     env = {"ORCH_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/test"}  # nothing listens
     result = run_to_exit(tmp_path, command, env)
     assert result.returncode == 3, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = stderr_lines(result)
     assert lines == [
         "orchestrators: cannot open the Postgres database (ORCH_DATABASE_URL): "
         "ConnectionRefusedError: [Errno 111] Connection refused"
