@@ -281,7 +281,6 @@ class Tracer:
         _collector_paused)."""
         batch = [self._queue.popleft() for _ in range(min(due, len(self._queue), MAX_BATCH_TRACES))]
         taken = len(batch)
-        continuing = [record.trace_id for record in batch if not record.ended]
         prepared = _Prepared()
         with _collector_paused():
             for start in range(0, len(batch), PREPARE_SLICE):
@@ -297,9 +296,11 @@ class Tracer:
             if attempt < WRITE_ATTEMPTS:
                 await asyncio.sleep(0.2 * 2**attempt)
         self.dropped.labels("write_failed").inc(len(prepared.traces) + len(prepared.steps))
-        for trace_id in continuing:  # their chain state counted on rows that were never stored
-            self._chains.pop(trace_id, None)
-            self._lose(trace_id)
+        # The traces of this batch that are to continue: their chain state counts rows that were
+        # never stored. (Every hand-over that does not end its trace carries at least one step.)
+        for trace_id in {row[0] for row in prepared.steps}:
+            if self._chains.pop(trace_id, None) is not None:
+                self._lose(trace_id)
         return taken
 
     def _lose(self, trace_id: str) -> None:
