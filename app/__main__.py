@@ -21,6 +21,7 @@ def main() -> None:
         access_log=False,  # the request middleware writes the access log
         proxy_headers=False,  # X-Forwarded-For is only trusted from ORCH_TRUSTED_PROXIES
         server_header=False,
+        ws="none",  # no WebSocket route: an upgrade request is an ordinary (404) request
     )
 
 

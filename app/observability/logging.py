@@ -119,12 +119,28 @@ def configure_logging(json_lines: bool, level: str) -> None:
     handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    # ORCH_LOG_LEVEL is the level of our own loggers and uvicorn's. Every other library stays at
+    # WARNING whatever it is: their DEBUG and INFO lines carry what we promise never to log (the
+    # SQLite driver logs each statement with its parameters: memory text, prompt words).
+    levelno = logging.getLevelName(level)
+    root.setLevel(max(levelno, logging.WARNING))
+    for name in (LOGGER_NAME, "uvicorn"):
+        logging.getLogger(name).setLevel(levelno)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    uvicorn_error.filters[:] = [_without_request_lines]
     # Our middleware writes the access log; uvicorn's would duplicate it (and log raw paths).
     logging.getLogger("uvicorn.access").disabled = True
+
+
+def _without_request_lines(record: logging.LogRecord) -> bool:
+    """uvicorn logs each WebSocket handshake on its error logger with the raw path and query
+    (``'%s - "WebSocket %s" 403'``), where a token can sit; the service has no WebSocket route,
+    and ``python -m app`` does not accept the upgrade at all (the request then gets an ordinary
+    404 and one access line). Under another uvicorn command line, these lines are dropped."""
+    return not (isinstance(record.msg, str) and '"WebSocket %s"' in record.msg)
 
 
 def flush_logs() -> None:

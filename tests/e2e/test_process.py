@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 
@@ -110,3 +111,51 @@ def test_json_access_log_has_one_line_per_request_and_no_prompt_or_token(tmp_pat
     assert "[ORCHESTRATORS_V2" not in logs  # nor the reply
     assert E2E_TOKEN not in logs
     assert str(ROOT) not in json.dumps(requests)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_debug_logging_keeps_prompts_memories_and_tokens_out(tmp_path: Path, entry: str) -> None:
+    """At ORCH_LOG_LEVEL=DEBUG our own DEBUG lines appear, but no library's: the SQLite driver
+    logs every statement with its parameters (memory text, the words of a recall search).
+    A WebSocket handshake is refused without its raw path reaching the log (``python -m app``
+    does not take the upgrade: 404; under a plain uvicorn command line, uvicorn's 403)."""
+    marker = "purplemarker elephant"
+    env = {
+        "ORCH_LOG_JSON": "1",
+        "ORCH_LOG_LEVEL": "DEBUG",
+        "ORCH_MEMORY_ENABLED": "1",
+        "ORCH_MEMORY_CAPTURE_ENABLED": "1",
+        "ORCH_MEMORY_RECALL_ENABLED": "1",
+    }
+    server = LiveServer(tmp_path, env, entry_command(entry))
+    if entry != "python -m app":  # uvicorn's own --port
+        server.port = int(server.command[-1])
+        server.url = f"http://127.0.0.1:{server.port}"
+    with server:
+        headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
+        for text in (f"Remember that my locker code is {marker}", f"What is the {marker}?"):
+            reply = httpx.post(
+                server.url + "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": text}]},
+                headers=headers,
+            )
+            assert reply.status_code == 200
+        assert reply.json()["memory_decision"] is not None
+        assert httpx.get(server.url + "/health").status_code == 200
+        # A WebSocket handshake with the token in its path and query: uvicorn would log it raw.
+        with socket.create_connection(("127.0.0.1", server.port)) as conn:
+            conn.sendall(
+                (
+                    f"GET /v1/ws/{E2E_TOKEN}?token={E2E_TOKEN} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            assert conn.recv(4096).startswith(b"HTTP/1.1 404" if entry == "python -m app" else b"HTTP/1.1 403")
+        server.stop()
+        logs = server.logs()
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    assert any(line["level"] == "DEBUG" and line["logger"].startswith("orchestrators") for line in lines)
+    assert not [line for line in lines if not line["logger"].startswith(("orchestrators", "uvicorn"))]
+    assert "purplemarker" not in logs
+    assert E2E_TOKEN not in logs
