@@ -22,6 +22,7 @@ def main() -> None:
         proxy_headers=False,  # X-Forwarded-For is only trusted from ORCH_TRUSTED_PROXIES
         server_header=False,
         ws="none",  # no WebSocket route: an upgrade request is an ordinary (404) request
+        timeout_graceful_shutdown=settings.shutdown_grace_sec,
     )
 
 

@@ -23,6 +23,7 @@ from app.memory.service import MemoryService, MemoryStage
 from app.memory.store import MemoryStore
 from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
+from app.observability.otel import shutdown_spans
 from app.orchestrator.service import Orchestrator, ProviderGenerator
 from app.orchestrator.tool_loop import ToolLoopGenerator
 from app.policies import PolicySnapshot
@@ -205,6 +206,9 @@ def lifespan_for(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            if tracer_provider is not None:
+                # Registered first, so it runs last: after the receipts are drained.
+                stack.push_async_callback(shutdown_spans, tracer_provider)
             authenticator, readiness, limiter = open_guards(settings, stack)
             databases = Databases(
                 database_url=settings.database_url.get_secret_value(),
@@ -282,8 +286,6 @@ def lifespan_for(
                 tools=tools,
                 memory=memory,
             )
-            if tracer_provider is not None:
-                stack.callback(tracer_provider.shutdown)
             log.info(
                 "service ready",
                 extra={

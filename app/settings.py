@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=1, le=65535)
     enable_api: bool = True
+    # After SIGTERM, requests still running (a long stream) get this long, then are cancelled and
+    # the receipts drained. Below the supervisor's kill timeout (docker stop: 10 s).
+    shutdown_grace_sec: int = Field(8, ge=0, le=3600)
 
     # --- auth -----------------------------------------------------------------------------
     require_bearer: bool = True

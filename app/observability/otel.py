@@ -7,17 +7,25 @@ to the app (not the global one), so tests can run several apps side by side.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
+
+from app.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
 
+log = get_logger("otel")
+
 # Probes and the metrics scrape would only add noise to traces.
 EXCLUDED_URLS = "/health,/ready,/metrics"
 _EXPORT_TIMEOUT_SEC = 5
+SHUTDOWN_WAIT_SEC = 2.0  # how long the exit waits for the last spans to be exported
 
 
 def instrument(app: FastAPI, *, service_name: str, endpoint: str) -> TracerProvider:
@@ -39,6 +47,34 @@ def instrument(app: FastAPI, *, service_name: str, endpoint: str) -> TracerProvi
         exclude_spans=["receive", "send"],
     )
     return provider
+
+
+async def shutdown_spans(provider: TracerProvider) -> None:
+    """Export the spans still buffered, waiting at most SHUTDOWN_WAIT_SEC.
+
+    The SDK's shutdown blocks until the exporter gives up (a collector that accepts connections
+    and never answers: four 5 s export timeouts), so it runs on a daemon thread of its own and the
+    exit does not wait for it past the bound; the spans it had not sent by then are lost.
+    """
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            provider.shutdown()
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the exit did not wait
+                loop.call_soon_threadsafe(finished)
+
+    threading.Thread(target=run, name="otel-shutdown", daemon=True).start()
+    try:
+        await asyncio.wait_for(done, SHUTDOWN_WAIT_SEC)
+    except TimeoutError:
+        log.warning("spans not exported at shutdown: the OTLP endpoint did not answer in time")
 
 
 def trace_headers() -> list[tuple[bytes, bytes]]:
