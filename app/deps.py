@@ -48,7 +48,9 @@ def client_address(request: Request, trusted_proxies: list[str]) -> str:
     peer = request.client.host if request.client else "unknown"
     if not trusted_proxies or peer not in trusted_proxies:
         return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
+    # Every X-Forwarded-For line, in order: a proxy that adds its own line after the caller's
+    # must not leave the caller's (forgeable) line as the one that is read.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     # Walk from the nearest hop back, skipping our own proxies: the first other hop is the client.
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if hop not in trusted_proxies:
@@ -63,9 +65,12 @@ async def _identify(request: Request, *, rate_limited: bool) -> Principal:
     state = app_state(request)
     settings = state.settings
     principal = state.authenticator.identify(request.headers.get("authorization"))
-    if rate_limited and state.limiter is not None:
+    if principal is not None:
+        request.scope["state"][STATE_PRINCIPAL] = principal.id  # in the access line, even of a 429
+    if state.limiter is not None and (rate_limited or principal is None):
         # Only a *valid* token buys its own bucket; anything else is counted against the address,
-        # so rotating random bearer strings does not escape the limit.
+        # so rotating random bearer strings does not escape the limit. Routes without a rate
+        # limit (/metrics) still count failed attempts: no free guessing of tokens there.
         key = f"p:{principal.id}" if principal else "ip:" + client_address(request, settings.trusted_proxies)
         outcome = await state.limiter.hit(key)
         if outcome is not None:
@@ -82,8 +87,9 @@ async def _identify(request: Request, *, rate_limited: bool) -> Principal:
 
 
 async def authenticated(request: Request) -> Principal:
-    """Bearer auth only (no rate limit): for /metrics."""
-    return await _identify(request, rate_limited=False)
+    """Bearer auth, not rate limited once authenticated (a scraper's polling is not counted), for
+    /metrics. The approver's token is refused: it can do nothing but approve."""
+    return _only_callers(await _identify(request, rate_limited=False))
 
 
 def _only_callers(principal: Principal) -> Principal:
@@ -91,7 +97,8 @@ def _only_callers(principal: Principal) -> Principal:
     # nothing else, so it can never ask for (and then approve) a call itself.
     if not principal.has_role(ROLE_CALLER):
         raise PermissionDenied(
-            "This token may only be used on the approval routes (/v1/tools/approve, /v1/tools/approvals).",
+            "This token may only be used on the approval and review routes "
+            "(/v1/tools/approve, /v1/tools/approvals, /v1/review).",
             code="approver_token_not_allowed",
         )
     return principal

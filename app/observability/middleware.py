@@ -31,8 +31,12 @@ log = get_logger("errors")
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _UNMATCHED = "<unmatched>"
-# Probes: counted in neither metrics nor the INFO access log (they would drown both).
+# Probes: counted in neither metrics nor the INFO access log (they would drown both), unless the
+# answer is a refused credential: guessing tokens on /metrics must show.
 _PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_REFUSALS = frozenset({401, 403, 429})
+# The method label takes these values and OTHER: a client must not grow the label set at will.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 
@@ -172,9 +176,16 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
-        template = getattr(route, "path", None) or _UNMATCHED
+        template = getattr(route, "path", None)
+        if template is None:
+            # Plain Starlette routes (the API description pages: /docs, /redoc, /openapi.json)
+            # leave no route in the scope; none has a path parameter, so the path is the template.
+            matched = scope.get("endpoint") is not None and not scope.get("path_params")
+            template = scope["path"] if matched else _UNMATCHED
         method = scope["method"]
-        probe = scope["path"] in _PROBE_PATHS
+        if method not in _METHODS:
+            method = "OTHER"
+        probe = scope["path"] in _PROBE_PATHS and status not in _REFUSALS
         if self.metrics is not None and not probe:
             self.metrics.observe_request(template, method, status, elapsed)
         level = 10 if probe else 20  # DEBUG for probes, INFO otherwise

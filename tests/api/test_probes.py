@@ -74,3 +74,30 @@ async def test_metrics_use_route_templates_and_skip_probes(client) -> None:  # t
     assert "a-random-model-1" not in text and "zq-unmatched-path" not in text
     assert not re.search(r'route="/(health|ready|metrics)"', text)
     assert "process_resident_memory_bytes" in text
+
+
+async def test_metrics_labels_stay_bounded_and_name_the_description_pages(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    async with running(app_factory()) as client:
+        for method in ("PROPFIND", "MKCOL", "X1Y", "BREW"):
+            assert (await client.request(method, "/v1/models")).status_code == 405
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert (await client.get(path)).status_code == 200
+        page = (await client.get("/metrics")).text
+    methods = set(re.findall(r'orch_requests_total\{[^}]*method="([^"]+)"', page))
+    assert methods == {"GET", "OTHER"}
+    assert re.search(r'orch_requests_total\{[^}]*method="OTHER"[^}]*\} 4\.0', page)
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert f'route="{path}"' in page
+    assert 'route="<unmatched>"' not in page
+
+
+async def test_the_approver_token_cannot_read_metrics(app_factory: Callable[..., FastAPI]) -> None:
+    approver = "approver-token-0123456789abcdef"
+    async with running(app_factory(approver_token=approver)) as client:
+        assert (await client.get("/metrics")).status_code == 200
+        refused = await client.get("/metrics", headers={"Authorization": f"Bearer {approver}"})
+        error = assert_envelope(refused, 403)
+        assert error["code"] == "approver_token_not_allowed"
+        assert "/v1/review" in error["message"]

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.conftest import TOKEN, assert_envelope, running
@@ -107,3 +108,47 @@ async def test_a_redis_that_never_answers_does_not_slow_every_request(app_factor
 async def test_rate_limit_headers_on_chat(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
     assert response.headers["x-ratelimit-limit"] == "1000"
+
+
+async def test_every_forwarded_for_line_is_read(app_factory: Callable[..., FastAPI]) -> None:
+    """A proxy that adds its own X-Forwarded-For line after the caller's: the caller's invented
+    first line must not pick the bucket."""
+    app = app_factory(rate_limit="3 per minute", trusted_proxies="127.0.0.1")
+    async with running(app, token=None) as client:
+        statuses = []
+        for n in range(5):
+            headers = [("X-Forwarded-For", f"7.7.8.{n}"), ("X-Forwarded-For", "10.3.3.3")]
+            statuses.append((await client.post("/echo", json={}, headers=headers)).status_code)
+        assert statuses == [401, 401, 401, 429, 429]  # all keyed to 10.3.3.3, the proxy's word
+        other = await client.post("/echo", json={}, headers={"X-Forwarded-For": "10.4.4.4"})
+        assert other.status_code == 401  # another client's bucket is untouched
+
+
+async def test_failed_tokens_on_metrics_are_rate_limited_and_logged(
+    app_factory: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="orchestrators.access")
+    async with running(app_factory(rate_limit="3 per minute"), token=None) as client:
+        statuses = [
+            (await client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"})).status_code
+            for n in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        scraper = {"Authorization": f"Bearer {TOKEN}"}
+        # A valid scraper is not counted (its polling is not a caller's traffic).
+        assert [(await client.get("/metrics", headers=scraper)).status_code for _ in range(5)] == [200] * 5
+        page = (await client.get("/metrics", headers=scraper)).text
+    refused = [r for r in caplog.records if r.name == "orchestrators.access" and r.__dict__["route"] == "/metrics"]
+    assert [r.__dict__["status"] for r in refused] == [401, 401, 401, 429, 429]  # the 200s stay at DEBUG
+    assert 'route="/metrics",status="429"' in page
+
+
+async def test_a_rate_limited_request_is_logged_with_its_principal(
+    app_factory: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="orchestrators.access")
+    async with running(app_factory(rate_limit="1 per minute")) as client:
+        assert (await client.post("/echo", json={})).status_code == 200
+        assert (await client.post("/echo", json={})).status_code == 429
+    lines = [r.__dict__ for r in caplog.records if r.name == "orchestrators.access"]
+    assert [(line["status"], line["principal"]) for line in lines] == [(200, "owner"), (429, "owner")]
