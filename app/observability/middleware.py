@@ -23,7 +23,7 @@ from app.errors import InternalError, OrchestratorError, PayloadTooLarge
 from app.ids import new_id
 from app.observability.logging import ACCESS_LOGGER, get_logger
 from app.observability.metrics import Metrics
-from app.observability.otel import trace_headers
+from app.observability.otel import hide_raw_url, trace_headers
 from app.scrub import find_secret
 
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -63,6 +63,17 @@ def _is_our_token(scope: Scope, value: str) -> bool:
     orch = getattr(getattr(scope.get("app"), "state", None), "orch", None)
     authenticator = getattr(orch, "authenticator", None)
     return authenticator is not None and authenticator.identify(f"Bearer {value}") is not None
+
+
+def _template(scope: Scope) -> str:
+    """The route template of the request (never its raw path), or ``<unmatched>``."""
+    template = getattr(scope.get("route"), "path", None)
+    if template is not None:
+        return str(template)
+    # Plain Starlette routes (the API description pages: /docs, /redoc, /openapi.json) leave no
+    # route in the scope; none has a path parameter, so the path is the template.
+    matched = scope.get("endpoint") is not None and not scope.get("path_params")
+    return str(scope["path"]) if matched else _UNMATCHED
 
 
 class RequestContextMiddleware:
@@ -115,8 +126,9 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", ()))
                 headers.append(request_id_header)
                 headers.extend(state.get(STATE_EXTRA_HEADERS, ()))
-                if otel:
+                if otel:  # (called inside the OpenTelemetry middleware: its span is the current one)
                     headers.extend(trace_headers())
+                    hide_raw_url(_template(scope))
                 message["headers"] = headers
             await send(message)
 
@@ -175,13 +187,7 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
         elapsed = time.perf_counter() - started
-        route = scope.get("route")
-        template = getattr(route, "path", None)
-        if template is None:
-            # Plain Starlette routes (the API description pages: /docs, /redoc, /openapi.json)
-            # leave no route in the scope; none has a path parameter, so the path is the template.
-            matched = scope.get("endpoint") is not None and not scope.get("path_params")
-            template = scope["path"] if matched else _UNMATCHED
+        template = _template(scope)
         method = scope["method"]
         if method not in _METHODS:
             method = "OTHER"

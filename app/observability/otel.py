@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 
@@ -75,6 +76,32 @@ async def shutdown_spans(provider: TracerProvider) -> None:
         await asyncio.wait_for(done, SHUTDOWN_WAIT_SEC)
     except TimeoutError:
         log.warning("spans not exported at shutdown: the OTLP endpoint did not answer in time")
+
+
+# The span attributes that carry the raw request target (old and new semantic conventions).
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.full", "url.path", "url.query")
+
+
+def hide_raw_url(template: str) -> None:
+    """Replace the raw path and query string on the current server span with the route template.
+
+    The instrumentation records the target as sent (``?access_token=...``, a key in a path
+    segment); the access log never carries them, and neither may the spans. Called by the
+    request middleware before the span ends.
+    """
+    span = trace.get_current_span()
+    attributes = getattr(span, "attributes", None)
+    if not span.is_recording() or not attributes:
+        return
+    for key in _URL_ATTRIBUTES:
+        value = attributes.get(key)
+        if value is None:
+            continue
+        if key in ("http.url", "url.full"):
+            parts = urlsplit(str(value))
+            span.set_attribute(key, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{template}")
+        else:
+            span.set_attribute(key, "" if key == "url.query" else template)
 
 
 def trace_headers() -> list[tuple[bytes, bytes]]:

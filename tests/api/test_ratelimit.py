@@ -130,8 +130,7 @@ async def test_failed_tokens_on_metrics_are_rate_limited_and_logged(
     caplog.set_level("INFO", logger="orchestrators.access")
     async with running(app_factory(rate_limit="3 per minute"), token=None) as client:
         statuses = [
-            (await client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"})).status_code
-            for n in range(5)
+            (await client.get("/metrics", headers={"Authorization": f"Bearer guess-{n}"})).status_code for n in range(5)
         ]
         assert statuses == [401, 401, 401, 429, 429]
         scraper = {"Authorization": f"Bearer {TOKEN}"}

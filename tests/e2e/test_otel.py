@@ -41,6 +41,7 @@ class Receiver:
                                     "name": span.name,
                                     "trace_id": span.trace_id.hex(),
                                     "parent": span.parent_span_id.hex(),
+                                    "attributes": repr(span.attributes),
                                 }
                             )
                 receiver.event.set()
@@ -98,3 +99,24 @@ def test_spans_arrive_and_incoming_traceparent_is_continued(tmp_path: Path, rece
 def test_no_trace_headers_when_otel_is_off(live_server: LiveServer) -> None:
     response = httpx.get(live_server.url + "/v1/models", headers={"Authorization": f"Bearer {E2E_TOKEN}"})
     assert "traceparent" not in response.headers and "x-trace-id" not in response.headers
+
+
+def test_spans_carry_no_query_string_or_raw_path(tmp_path: Path, receiver: Receiver) -> None:
+    """Like the access log: a token in a query string or a key in a path never reaches a span."""
+    secret = "sk-" + "Q" * 30
+    env = {
+        "ORCH_OTEL_ENABLED": "1",
+        "ORCH_OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    with LiveServer(tmp_path, env) as server:
+        headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
+        assert httpx.get(server.url + f"/v1/models?access_token={E2E_TOKEN}", headers=headers).status_code == 200
+        assert httpx.get(server.url + f"/v1/models/{secret}", headers=headers).status_code == 404
+        assert httpx.get(server.url + f"/v1/nothing/{secret}?token={secret}").status_code == 404
+        assert receiver.event.wait(10), "no spans were exported"
+        server.stop()
+    assert len(receiver.spans) >= 3
+    everything = repr(receiver.spans)
+    assert E2E_TOKEN not in everything and secret not in everything
+    assert "/v1/models/{model_id:path}" in everything and "<unmatched>" in everything
