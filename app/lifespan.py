@@ -265,6 +265,7 @@ def lifespan_for(
                 max_output_chars=settings.llm_max_output_chars,
                 stages=[MemoryStage(memory), *routing.stages],  # the memory gate first
                 request_fields=memory.request_fields(),
+                metrics=metrics,
                 # The gateway's own tools that the model calls run in this loop.
                 generator=ToolLoopGenerator(
                     ProviderGenerator(provider), tools.runner, max_rounds=settings.max_tool_rounds

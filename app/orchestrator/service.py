@@ -21,6 +21,7 @@ from app.auth import Principal
 from app.errors import InvalidRequest, OrchestratorError
 from app.ids import new_id
 from app.observability.logging import get_logger
+from app.observability.metrics import Metrics
 from app.orchestrator.sse import DONE, ChunkWriter
 from app.policies import PolicySnapshot
 from app.providers.base import Completion, LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
@@ -156,8 +157,13 @@ class Orchestrator:
         stages: Sequence[Stage] = (),
         generator: Generator | None = None,
         request_fields: Mapping[str, Any] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.provider = provider
+        # A stream that fails after its 200 went out: the status says nothing, so it is counted here.
+        self.stream_errors = (metrics or Metrics()).counter(
+            "orch_stream_errors_total", "Streams that ended with an in-band error after their 200.", ("code",)
+        )
         self.tracer = tracer
         self.policies = policies
         self.default_model = default_model
@@ -400,21 +406,31 @@ class Orchestrator:
             if out:
                 yield b"".join(out)
                 out.clear()
-        except OrchestratorError as exc:
-            relay.outcome = "error"
-            self._failed(relay.trace, exc)
-            yield b"".join([*out, writer.error(exc)])
         except (GeneratorExit, asyncio.CancelledError):
             relay.outcome = "client_disconnected"
             raise
         except Exception as exc:
-            relay.outcome = "error"
-            log.exception("stream failed after the first byte")
-            self._failed(relay.trace, exc)
-            yield b"".join([*out, writer.error(OrchestratorError("The stream failed; the answer is incomplete."))])
+            yield b"".join([*out, writer.error(self._stream_failed(relay, exc))])
         finally:
             await self._end_stream(pieces, relay)
         yield DONE
+
+    def _stream_failed(self, relay: _Relay, error: Exception) -> OrchestratorError:
+        """Record a stream that failed after its 200 went out (receipt, metric, a warning: the
+        status says nothing); return the error the caller gets in band."""
+        relay.outcome = "error"
+        self._failed(relay.trace, error)
+        extra = {"request_id": relay.trace.id}
+        if isinstance(error, OrchestratorError):
+            self.stream_errors.labels(error.code).inc()
+            log.warning(
+                "stream ended with an error after its first byte",
+                extra={**extra, "code": error.code, "status": error.status},
+            )
+            return error
+        self.stream_errors.labels("internal_error").inc()
+        log.error("stream failed after the first byte", exc_info=error, extra=extra)
+        return OrchestratorError("The stream failed; the answer is incomplete.")
 
     async def _end_stream(self, pieces: AsyncIterator[StreamDelta], relay: _Relay) -> None:
         """Close the upstream stream (it stops generating) and write the provider receipt."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from email.utils import formatdate
 from typing import Any
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.conftest import assert_envelope, running
@@ -221,11 +223,18 @@ async def test_a_hang_past_the_timeout_is_504(app_factory: Callable[..., FastAPI
     assert response.headers["x-should-retry"] == "false"
 
 
-async def test_a_reset_mid_stream_ends_with_an_in_band_error_then_done(app_factory: Callable[..., FastAPI]) -> None:
+async def test_a_reset_mid_stream_ends_with_an_in_band_error_then_done(
+    app_factory: Callable[..., FastAPI], caplog: pytest.LogCaptureFixture
+) -> None:
     reply = Reply(stream=text_chunks(["one ", "two ", "three ", "four "]), reset_after=3)
     async with gateway(app_factory, reply) as (client, _):
         response = await client.post(CHAT, json={**HELLO, "stream": True})
+        page = (await client.get("/metrics")).text
     assert response.status_code == 200
+    # The 200 says nothing of the failure: it is counted and logged on its own.
+    assert re.search(r'orch_stream_errors_total\{code="[a-z_]+"\} 1\.0', page), page
+    warnings = [r for r in caplog.records if r.getMessage() == "stream ended with an error after its first byte"]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING"
     events = sse(response.text)
     assert events[-1] == "[DONE]"
     assert events[-2]["error"]["type"] == "provider_error"
