@@ -89,6 +89,12 @@ class PayloadTooLarge(OrchestratorError):
     default_code = "request_too_large"
 
 
+class UnsupportedMediaType(OrchestratorError):
+    status = 415
+    type = "invalid_request_error"
+    default_code = "unsupported_content_encoding"
+
+
 class RateLimited(OrchestratorError):
     status = 429
     type = "rate_limit_error"

@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from app.api.errors import validation_message
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, UnsupportedMediaType
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -27,6 +27,14 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        # Worked out only for a body that failed: the hot path reads no extra header.
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding != "identity":
+            raise UnsupportedMediaType(
+                f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed."
+            ) from None
+        if "UTF-8" in str(exc):
+            raise InvalidRequest("The request body is not valid UTF-8.", code="invalid_json") from None
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"The request body must be a JSON object, not {type(data).__name__}.", code="invalid_json")

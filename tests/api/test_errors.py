@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ CHAT = "/v1/chat/completions"
     ("body", "param", "fragment"),
     [
         (b"{not json", None, "not valid JSON"),
+        (b'{"messages": "\xff\xfe"}', None, "body is not valid UTF-8"),
         (b"", None, "empty"),
         (b"[1, 2]", None, "must be a JSON object"),
         (b'"text"', None, "must be a JSON object"),
@@ -51,6 +53,15 @@ async def test_bad_chat_bodies_get_400_naming_the_field(
     error = assert_envelope(response, 400, type_="invalid_request_error", param=param)
     if fragment:
         assert fragment in error["message"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+async def test_a_compressed_body_gets_415_naming_the_encoding(client: httpx.AsyncClient, encoding: str) -> None:
+    body = gzip.compress(b'{"messages": [{"role": "user", "content": "hi"}]}')
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    response = await client.post(CHAT, content=body, headers=headers)
+    error = assert_envelope(response, 415, type_="invalid_request_error")
+    assert error["code"] == "unsupported_content_encoding" and encoding in error["message"]
 
 
 async def test_bad_echo_bodies_get_400(client: httpx.AsyncClient) -> None:
