@@ -21,6 +21,7 @@ from app import __version__
 from app.api import agents, chat, echo, health, memory, models, review, tools, trust
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
+from app.db.migrations import SchemaTooNew
 from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
@@ -124,7 +125,7 @@ def _exit_on_startup_error(lifespan: Callable[[Any], AbstractAsyncContextManager
             async with lifespan(app):
                 started = True
                 yield
-        except StartupError as error:
+        except (StartupError, SchemaTooNew) as error:
             if started:
                 raise
             print(f"orchestrators: {error}", file=sys.stderr, flush=True)

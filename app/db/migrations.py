@@ -26,14 +26,30 @@ class Migration:
     postgres: tuple[str, ...]
 
 
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer version of the service than this one."""
+
+
 async def migrate(db: Database, component: str, migrations: Sequence[Migration]) -> list[int]:
-    """Apply the component's pending migrations in one transaction; return the versions applied."""
+    """Apply the component's pending migrations in one transaction; return the versions applied.
+
+    A database that records a version this code does not know was migrated by a newer release:
+    running on it could misread or damage what that release stores, so startup stops
+    (:class:`SchemaTooNew`) instead.
+    """
     applied_now: list[int] = []
     async with db.transaction() as tx:
         await serialise(tx, "orch-migrate", component)
         await tx.execute(_CREATE_TABLE)
         rows = await tx.fetch_all("SELECT version FROM schema_migrations WHERE component = $1", component)
         done = {row["version"] for row in rows}
+        known = max((m.version for m in migrations), default=0)
+        if done and max(done) > known:
+            raise SchemaTooNew(
+                f"the {component} tables were migrated by a newer version of the service (schema version "
+                f"{max(done)}; this version knows up to {known}): run that version, or restore the backup "
+                "taken before the upgrade (docs/operations.md, Upgrades)"
+            )
         for migration in sorted(migrations, key=lambda m: m.version):
             if migration.version in done:
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -159,3 +160,25 @@ def test_debug_logging_keeps_prompts_memories_and_tokens_out(tmp_path: Path, ent
     assert not [line for line in lines if not line["logger"].startswith(("orchestrators", "uvicorn"))]
     assert "purplemarker" not in logs
     assert E2E_TOKEN not in logs
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_database_migrated_by_a_newer_version_stops_startup(tmp_path: Path, entry: str) -> None:
+    """An older release must not run on tables a newer one changed: one line, exit 3, and the
+    database is left as it was."""
+    path = tmp_path / "trace.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL,"
+            " name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (component, version))"
+        )
+        conn.execute("INSERT INTO schema_migrations VALUES ('traces', 99, 'from the future', '2030-01-01')")
+    result = run_to_exit(tmp_path, entry_command(entry), {"ORCH_TRACE_DB_PATH": str(path)})
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = stderr_lines(result)
+    assert len(lines) == 1 and "traces tables were migrated by a newer version" in lines[0], result.stderr
+    assert "schema version 99; this version knows up to 1" in lines[0]
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == {"schema_migrations"}
