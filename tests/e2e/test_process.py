@@ -64,6 +64,21 @@ def test_a_database_that_cannot_be_opened_stops_with_one_clear_line(tmp_path: Pa
     ], result.stderr
 
 
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_development_token_path_that_cannot_be_written_stops_with_one_clear_line(tmp_path: Path, entry: str) -> None:
+    (tmp_path / "a-directory").mkdir()
+    env = {"ORCH_BEARER_TOKEN": "", "ORCH_DEV_TOKEN_PATH": str(tmp_path / "a-directory")}
+    result = run_to_exit(tmp_path, entry_command(entry), env)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"orchestrators: cannot keep the development token in ORCH_DEV_TOKEN_PATH={str(tmp_path / 'a-directory')!r}: "
+        "IsADirectoryError"
+    )
+
+
 def test_uvicorn_entry_point_serves(tmp_path: Path) -> None:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
