@@ -8,6 +8,7 @@ naming the flag and the value (see :func:`load_settings`); nothing else in the c
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -225,6 +226,14 @@ class Settings(BaseSettings):
         # Relative paths resolve against the working directory, once, at startup.
         return value if value.is_absolute() else Path.cwd() / value
 
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        value = value.strip()
+        if not is_bind_host(value):
+            raise ValueError("expected an IP address (127.0.0.1, 0.0.0.0, ::1, ::) or a host name (localhost)")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _check_proxies(cls, value: list[str]) -> list[str]:
@@ -392,6 +401,22 @@ class Settings(BaseSettings):
     @property
     def rate_limit_storage(self) -> str:
         return self.rate_limit_storage_url or "memory://"
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_bind_host(value: str) -> bool:
+    """An IP address, or a host name by RFC 1123 whose last label is not all digits (so a
+    mistyped address such as ``999.1.1.1`` or ``10.0.0`` is not taken for a name to look up)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = value.removesuffix(".").split(".")
+    return 0 < len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
 
 
 _RESERVED_PRINCIPALS = frozenset({OWNER_ID, APPROVER_ID, ANONYMOUS_ID})

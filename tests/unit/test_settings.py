@@ -41,6 +41,12 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     [
         ("ORCH_PORT", "abc", "ORCH_PORT='abc'"),
         ("ORCH_PORT", "70000", "ORCH_PORT='70000'"),
+        ("ORCH_HOST", "999.1.1.1", "ORCH_HOST='999.1.1.1'"),
+        ("ORCH_HOST", "10.0.0", "ORCH_HOST='10.0.0'"),
+        ("ORCH_HOST", "http://localhost", "ORCH_HOST='http://localhost'"),
+        ("ORCH_HOST", "127.0.0.1:8088", "ORCH_HOST='127.0.0.1:8088'"),
+        ("ORCH_HOST", "my host", "ORCH_HOST='my host'"),
+        ("ORCH_HOST", "", "ORCH_HOST=''"),
         ("ORCH_LLM_PROVIDER", "gpt5", "ORCH_LLM_PROVIDER='gpt5'"),
         ("ORCH_RATE_LIMIT", "abc", "ORCH_RATE_LIMIT='abc'"),
         ("ORCH_RATE_LIMIT_STORAGE_URL", "mysql://x", "ORCH_RATE_LIMIT_STORAGE_URL"),
@@ -128,3 +134,8 @@ def test_principals_parse() -> None:
 def test_boolean_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for value, expected in (("1", True), ("0", False), ("true", True), ("off", False)):
         assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=value).metrics_enabled is expected
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "api-1.internal.example", "host."])
+def test_host_accepts_addresses_and_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str) -> None:
+    assert load(monkeypatch, tmp_path, ORCH_HOST=host).host == host
