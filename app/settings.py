@@ -346,6 +346,15 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL with a host")
         return value
 
+    @field_validator("sandbox_image")
+    @classmethod
+    def _check_sandbox_image(cls, value: str) -> str:
+        # Empty, Docker would be asked for an image named "" and /ready would blame the daemon.
+        value = value.strip()
+        if not value or any(char.isspace() for char in value):
+            raise ValueError("expected an image name such as orchestrators-sandbox:1 (no spaces)")
+        return value
+
     @field_validator("sandbox_docker_url")
     @classmethod
     def _check_docker_url(cls, value: str) -> str:

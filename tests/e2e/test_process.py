@@ -30,6 +30,7 @@ pytestmark = pytest.mark.e2e
         ({"ORCH_PORT": "abc"}, "ORCH_PORT='abc'"),
         ({"ORCH_RATE_LIMIT": "abc"}, "ORCH_RATE_LIMIT='abc'"),
         ({"ORCH_LLM_PROVIDER": "skynet"}, "ORCH_LLM_PROVIDER='skynet'"),
+        ({"ORCH_SANDBOX_IMAGE": ""}, "ORCH_SANDBOX_IMAGE=''"),
         ({"ORCH_ENV": "production", "ORCH_BEARER_TOKEN": "changeme_for_production"}, "placeholder"),
         ({"ORCH_ENV": "production", "ORCH_REQUIRE_BEARER": "0"}, "ORCH_REQUIRE_BEARER=0"),
         (

@@ -62,6 +62,9 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("ORCH_MEMORY_MAX_CHARS", "5", "ORCH_MEMORY_MAX_CHARS='5'"),
         ("ORCH_MEMORY_RECALL_MAX_ITEMS", "0", "ORCH_MEMORY_RECALL_MAX_ITEMS='0'"),
         ("ORCH_MEMORY_PURGE_INTERVAL_SEC", "0", "ORCH_MEMORY_PURGE_INTERVAL_SEC='0'"),
+        ("ORCH_SANDBOX_IMAGE", "", "ORCH_SANDBOX_IMAGE=''"),
+        ("ORCH_SANDBOX_IMAGE", "  ", "ORCH_SANDBOX_IMAGE='  '"),
+        ("ORCH_SANDBOX_IMAGE", "my image:1", "ORCH_SANDBOX_IMAGE='my image:1'"),
     ],
 )
 def test_a_bad_value_names_the_flag_and_the_value(
