@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.auth import ANONYMOUS_ID, APPROVER_ID, OWNER_ID
@@ -53,6 +61,29 @@ MAX_MEMORY_TTL_MINUTES = 10 * 525_600  # ten years: an upper bound that still ca
 MEMORY_MIN_CHARS_FLOOR = 20  # a smaller cap could not hold any memory worth keeping
 
 
+# The words a boolean flag accepts (any case). Pydantic alone also takes y/n/t/f, and a typo that
+# happens to be one of those would silently flip a switch.
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _switch(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # Settings(...) built in code
+        return bool(value)
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+Switch = Annotated[bool, BeforeValidator(_switch)]
+"""A boolean flag: exactly the documented words, any case; anything else is a bad value."""
+
+
 def _csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -75,10 +106,10 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=1, le=65535)
-    enable_api: bool = True
+    enable_api: Switch = True
 
     # --- auth -----------------------------------------------------------------------------
-    require_bearer: bool = True
+    require_bearer: Switch = True
     bearer_token: SecretStr = SecretStr("")
     # Extra callers, each with its own identity: "alice=tokenA,bob=tokenB". Memory, rate limits
     # and receipts are scoped by this name.
@@ -88,17 +119,17 @@ class Settings(BaseSettings):
 
     # --- guardrails -----------------------------------------------------------------------
     max_request_bytes: int = Field(1_048_576, ge=1)
-    rate_limit_enabled: bool = True
+    rate_limit_enabled: Switch = True
     rate_limit: str = "60 per minute"
     rate_limit_storage_url: str = ""
     # Trust X-Forwarded-For from these proxies (comma list of IPs) when keying anonymous callers.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- observability --------------------------------------------------------------------
-    log_json: bool = True
+    log_json: Switch = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    metrics_enabled: bool = True
-    otel_enabled: bool = False
+    metrics_enabled: Switch = True
+    otel_enabled: Switch = False
     otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     service_name: str = "orchestrators-v2"
 
@@ -106,29 +137,29 @@ class Settings(BaseSettings):
     # Postgres for every store (postgresql://user@host:5432/db); empty: SQLite files below.
     database_url: SecretStr = SecretStr("")
     db_pool_recycle: float = Field(300.0, gt=0)
-    sqlite_wal_enabled: bool = True
+    sqlite_wal_enabled: Switch = True
 
     # --- receipts (traces) ----------------------------------------------------------------
-    trace_enabled: bool = True
+    trace_enabled: Switch = True
     trace_db_path: Path = Path("instance/trace.db")
     # Group commit: receipts are written at most this long after the request; a crash loses at
     # most this window.
     trace_flush_interval_ms: int = Field(50, ge=1, le=10_000)
     trace_queue_max: int = Field(100_000, ge=100)
-    trust_panel_enabled: bool = False
-    trust_panel_debug: bool = False
+    trust_panel_enabled: Switch = False
+    trust_panel_debug: Switch = False
     trust_panel_max_events: int = Field(200, ge=1, le=10_000)
     trust_panel_max_value_chars: int = Field(500, ge=0)
     # Redact emails and phone numbers (not only credentials) in receipts and memories.
-    memory_scrub_redact_pii: bool = True
+    memory_scrub_redact_pii: Switch = True
 
     # --- LLM ------------------------------------------------------------------------------
-    llm_enabled: bool = False
+    llm_enabled: Switch = False
     llm_provider: Literal["demo", "ollama", "openai"] = "ollama"
     model_chat: str = "qwen2.5:3b"
     llm_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Non-loopback upstreams are refused unless this is on (local-first).
-    llm_network_enabled: bool = False
+    llm_network_enabled: Switch = False
     ollama_url: str = "http://127.0.0.1:11434"
     # What the OpenAI client calls base_url, /v1 included.
     openai_base_url: str = "http://127.0.0.1:8080/v1"
@@ -149,36 +180,36 @@ class Settings(BaseSettings):
     # basic: every chat goes to the provider; advanced: the router policy decides first.
     orchestrator_mode: Literal["basic", "advanced"] = "basic"
     # The intent tiers after the rules: the decision cache (tier 1) and the classifier (tier 2).
-    intent_router_enabled: bool = False
+    intent_router_enabled: Switch = False
     # Observe only: the intent router runs beside the path in use and its agreement is counted.
-    intent_router_shadow: bool = False
-    intent_decision_expose: bool = False
+    intent_router_shadow: Switch = False
+    intent_decision_expose: Switch = False
     intent_min_confidence: float = Field(0.85, ge=0, le=1)
     intent_min_gap: float = Field(0.05, ge=0, le=1)
-    intent_cache_enabled: bool = True
+    intent_cache_enabled: Switch = True
     intent_cache_ttl_sec: int = Field(600, ge=1)
     intent_cache_db_path: Path = Path("instance/intent_cache.db")
     # Tier 2: ask the provider to classify a message no rule decided (one extra model call).
-    intent_classifier_enabled: bool = False
+    intent_classifier_enabled: Switch = False
     intent_classifier_model: str = ""  # empty: the default model
-    intent_hitl_enabled: bool = True
+    intent_hitl_enabled: Switch = True
     intent_hitl_db_path: Path = Path("instance/hitl_queue.db")
     # --- tools (issue 6): registry, tool policy, approvals, sandbox -------------------------
     # The approver's bearer: the only credential that may approve tool calls, and it may do
     # nothing else (separation of duties). Empty: approvals are refused.
     approver_token: SecretStr = SecretStr("")
     tool_policy_path: Path = SHIPPED_TOOL_POLICY
-    tool_policy_enforce: bool = True
-    policy_decisions_in_response: bool = False
-    tool_approval_enforce: bool = True
+    tool_policy_enforce: Switch = True
+    policy_decisions_in_response: Switch = False
+    tool_approval_enforce: Switch = True
     tool_approval_ttl_sec: int = Field(900, ge=1, le=MAX_APPROVAL_TTL_SEC)
     tool_approval_db_path: Path = Path("instance/tool_approvals.db")
     tool_output_max_chars: int = Field(4000, ge=100, le=1_000_000)
-    tool_output_scrub_enabled: bool = True
-    tool_web_search_enabled: bool = False
+    tool_output_scrub_enabled: Switch = True
+    tool_web_search_enabled: Switch = False
     tool_web_search_url: str = "https://html.duckduckgo.com/html/"
-    tool_sandbox_enabled: bool = True
-    tool_sandbox_required: bool = True
+    tool_sandbox_enabled: Switch = True
+    tool_sandbox_required: Switch = True
     sandbox_image: str = "orchestrators-sandbox:1"
     sandbox_timeout_sec: float = Field(10.0, gt=0, le=300)
     sandbox_memory_mb: int = Field(256, ge=32, le=65_536)
@@ -189,8 +220,8 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
     # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
-    memory_enabled: bool = False
-    memory_capture_enabled: bool = False
+    memory_enabled: Switch = False
+    memory_capture_enabled: Switch = False
     # off: nothing is stored; strict: only messages with an explicit intent phrase
     # ("remember this", ...); capture_only: every message long enough (after scrubbing).
     memory_write_policy: Literal["off", "strict", "capture_only"] = "off"
@@ -200,7 +231,7 @@ class Settings(BaseSettings):
     memory_min_chars: int = Field(10, ge=1, le=1000)  # shorter (after scrubbing) is deny:scrubbed_too_short
     # Same content seen again within this window updates the entry instead of adding one.
     memory_dedupe_window_minutes: int = Field(1440, ge=0, le=MAX_MEMORY_TTL_MINUTES)
-    memory_recall_enabled: bool = False
+    memory_recall_enabled: Switch = False
     memory_recall_max_items: int = Field(5, ge=1, le=50)
     memory_recall_max_chars: int = Field(1000, ge=50, le=20_000)
     memory_purge_interval_sec: float = Field(300.0, ge=1, le=86_400)

@@ -134,9 +134,27 @@ def test_principals_parse() -> None:
             parse_principals(f"{reserved}=imposter-token-0123456789")
 
 
-def test_boolean_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for value, expected in (("1", True), ("0", False), ("true", True), ("off", False)):
-        assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=value).metrics_enabled is expected
+BOOLEAN_FLAGS = sorted(
+    f"ORCH_{name.upper()}" for name, field in Settings.model_fields.items() if field.annotation is bool
+)
+
+
+def test_boolean_flags_accept_the_documented_words_in_any_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    words = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+    for word, expected in words.items():
+        for spelling in (word, word.upper(), word.capitalize(), f" {word} "):
+            assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=spelling).metrics_enabled is expected
+
+
+@pytest.mark.parametrize("flag", BOOLEAN_FLAGS)
+@pytest.mark.parametrize("value", ["y", "n", "t", "f", "Y", "2", "enabled", ""])
+def test_boolean_flags_refuse_anything_else(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, value: str
+) -> None:
+    """Every boolean flag, not only the ones someone remembered: pydantic alone takes y/n/t/f."""
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, **{flag: value})
+    assert f"{flag}={value!r}: expected 1/0, true/false, yes/no or on/off" in str(caught.value)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "api-1.internal.example", "host."])
