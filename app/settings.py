@@ -54,6 +54,18 @@ PLACEHOLDER_TOKENS = frozenset(
 # Secret-valued flags: their values are never echoed in error messages.
 _SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
 _SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
+# URL-valued flags: echoed in error messages with their password and query string withheld
+# (redis://:password@host, https://user:key@proxy/v1?api_key=...).
+URL_FIELDS = frozenset(
+    {
+        "rate_limit_storage_url",
+        "otel_exporter_otlp_endpoint",
+        "ollama_url",
+        "openai_base_url",
+        "tool_web_search_url",
+        "sandbox_docker_url",
+    }
+)
 
 
 MAX_APPROVAL_TTL_SEC = 7 * 86_400  # an approval is for a call about to happen, not a standing grant
@@ -488,6 +500,24 @@ class ConfigError(Exception):
     """A configuration problem, already phrased as the one line the operator should read."""
 
 
+def redact_url(value: str) -> str:
+    """``value`` with what may be a credential replaced by ``***``: the password of its userinfo
+    (everything between the first ``:`` and the last ``@`` before the path's end) and its query
+    string and fragment. Deliberately crude, because a value that failed validation may not parse
+    as a URL: ``u:pa/ss@host`` hides ``pa/ss`` too."""
+    head, cut = value, False
+    for mark in ("?", "#"):
+        head, found, _ = head.partition(mark)
+        cut = cut or bool(found)
+    scheme, sep, rest = head.partition("://")
+    if not sep:
+        scheme, rest = "", head
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return f"{scheme}{sep}{rest}" + ("?***" if cut else "")
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Turn pydantic's report into one line per problem, naming the ORCH_ flag and its value."""
     lines = []
@@ -503,6 +533,8 @@ def describe_validation_error(error: ValidationError) -> str:
             lines.append(f"{flag}: {message}")
         else:
             value = item.get("input")
+            if field in URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
             lines.append(f"{flag}={value!r}: {message}")
     return "; ".join(lines)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings, parse_principals
+from app.settings import URL_FIELDS, ConfigError, Settings, load_settings, parse_principals, redact_url
 
 GOOD_TOKEN = "9f2c1e7a4b6d8e0f1a3c5e7b9d1f3a5c"
 
@@ -82,6 +82,47 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path:
         load(monkeypatch, tmp_path, ORCH_PRINCIPALS="alice:supersecretvalue")
     assert "ORCH_PRINCIPALS" in str(caught.value)
     assert "supersecretvalue" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "ORCH_RATE_LIMIT_STORAGE_URL",
+        "ORCH_OTEL_EXPORTER_OTLP_ENDPOINT",
+        "ORCH_OPENAI_BASE_URL",
+        "ORCH_OLLAMA_URL",
+        "ORCH_TOOL_WEB_SEARCH_URL",
+        "ORCH_SANDBOX_DOCKER_URL",
+    ],
+)
+def test_a_bad_url_is_echoed_without_its_password_or_query(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, **{flag: "bogus://u:SECRETJJJ@x/p?token=QQQ"})
+    assert f"{flag}='bogus://u:***@x/p?***': expected" in str(caught.value)
+    assert "SECRETJJJ" not in str(caught.value) and "QQQ" not in str(caught.value)
+
+
+def test_every_url_flag_is_redacted() -> None:
+    urlish = {name for name in Settings.model_fields if name.endswith(("_url", "_endpoint"))}
+    assert urlish - {"database_url"} <= URL_FIELDS  # ORCH_DATABASE_URL is never echoed at all
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://u:pa/ss@cache", "redis://u:***@cache"),  # unencoded "/" in a password
+        ("redis://u:p@ss@cache", "redis://u:***@cache"),  # unencoded "@"
+        ("u:pw@cache", "u:***@cache"),  # no scheme
+        ("https://host/v1#key=abc", "https://host/v1?***"),
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),  # nothing to hide
+        ("grpc://x", "grpc://x"),
+    ],
+)
+def test_redact_url(value: str, shown: str) -> None:
+    assert redact_url(value) == shown
 
 
 @pytest.mark.parametrize(
