@@ -71,6 +71,9 @@ URL_FIELDS = frozenset(
 MAX_APPROVAL_TTL_SEC = 7 * 86_400  # an approval is for a call about to happen, not a standing grant
 MAX_MEMORY_TTL_MINUTES = 10 * 525_600  # ten years: an upper bound that still catches a typo of units
 MEMORY_MIN_CHARS_FLOOR = 20  # a smaller cap could not hold any memory worth keeping
+# A shortened value ends with "...[truncated]" (14 characters): a display cap below this would show
+# less of the value than of the marker ("orchestrators-demo" at 8 showed nothing of it).
+TRUST_PANEL_MIN_VALUE_CHARS = 32
 
 
 # The words a boolean flag accepts (any case). Pydantic alone also takes y/n/t/f, and a typo that
@@ -161,7 +164,7 @@ class Settings(BaseSettings):
     trust_panel_enabled: Switch = False
     trust_panel_debug: Switch = False
     trust_panel_max_events: int = Field(200, ge=1, le=10_000)
-    trust_panel_max_value_chars: int = Field(500, ge=0)
+    trust_panel_max_value_chars: int = Field(500, ge=0)  # 0: no cap, else >= TRUST_PANEL_MIN_VALUE_CHARS
     # Redact emails and phone numbers (not only credentials) in receipts and memories.
     memory_scrub_redact_pii: Switch = True
 
@@ -275,6 +278,13 @@ class Settings(BaseSettings):
         value = value.strip()
         if not is_bind_host(value):
             raise ValueError("expected an IP address (127.0.0.1, 0.0.0.0, ::1, ::) or a host name (localhost)")
+        return value
+
+    @field_validator("trust_panel_max_value_chars")
+    @classmethod
+    def _check_display_cap(cls, value: int) -> int:
+        if 0 < value < TRUST_PANEL_MIN_VALUE_CHARS:
+            raise ValueError(f"expected 0 (no cap) or at least {TRUST_PANEL_MIN_VALUE_CHARS}")
         return value
 
     @field_validator("trusted_proxies")

@@ -62,6 +62,8 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("ORCH_MEMORY_MAX_CHARS", "5", "ORCH_MEMORY_MAX_CHARS='5'"),
         ("ORCH_MEMORY_RECALL_MAX_ITEMS", "0", "ORCH_MEMORY_RECALL_MAX_ITEMS='0'"),
         ("ORCH_MEMORY_PURGE_INTERVAL_SEC", "0", "ORCH_MEMORY_PURGE_INTERVAL_SEC='0'"),
+        ("ORCH_TRUST_PANEL_MAX_VALUE_CHARS", "8", "ORCH_TRUST_PANEL_MAX_VALUE_CHARS='8'"),
+        ("ORCH_TRUST_PANEL_MAX_VALUE_CHARS", "31", "ORCH_TRUST_PANEL_MAX_VALUE_CHARS='31'"),
         ("ORCH_SANDBOX_IMAGE", "", "ORCH_SANDBOX_IMAGE=''"),
         ("ORCH_SANDBOX_IMAGE", "  ", "ORCH_SANDBOX_IMAGE='  '"),
         ("ORCH_SANDBOX_IMAGE", "my image:1", "ORCH_SANDBOX_IMAGE='my image:1'"),
@@ -201,3 +203,11 @@ def test_boolean_flags_refuse_anything_else(
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "api-1.internal.example", "host."])
 def test_host_accepts_addresses_and_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str) -> None:
     assert load(monkeypatch, tmp_path, ORCH_HOST=host).host == host
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("32", 32), ("500", 500)])
+def test_trust_panel_value_cap_is_off_or_at_least_32(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, expected: int
+) -> None:
+    loaded = load(monkeypatch, tmp_path, ORCH_TRUST_PANEL_MAX_VALUE_CHARS=value)
+    assert loaded.trust_panel_max_value_chars == expected
