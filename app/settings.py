@@ -243,7 +243,8 @@ class Settings(BaseSettings):
     memory_capture_ttl_minutes: int = Field(180, ge=1, le=MAX_MEMORY_TTL_MINUTES)
     memory_db_path: Path = Path("instance/memory.db")
     memory_max_chars: int = Field(500, ge=MEMORY_MIN_CHARS_FLOOR, le=20_000)  # stored memories are cut here
-    memory_min_chars: int = Field(10, ge=1, le=1000)  # shorter (after scrubbing) is deny:scrubbed_too_short
+    # Shorter (after scrubbing) is deny:scrubbed_too_short. Bounded above by memory_max_chars only.
+    memory_min_chars: int = Field(10, ge=1)
     # Same content seen again within this window updates the entry instead of adding one.
     memory_dedupe_window_minutes: int = Field(1440, ge=0, le=MAX_MEMORY_TTL_MINUTES)
     memory_recall_enabled: Switch = False

@@ -30,6 +30,13 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.memory_write_policy == "off"
 
 
+def test_memory_min_is_bounded_by_memory_max_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="1500", ORCH_MEMORY_MAX_CHARS="2000")
+    assert settings.memory_min_chars == 1500
+    with pytest.raises(ConfigError, match="ORCH_MEMORY_MIN_CHARS='0'"):
+        load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="0")
+
+
 def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="600", ORCH_MEMORY_MAX_CHARS="500")
