@@ -75,7 +75,15 @@ def build_authenticator(settings: Settings) -> Authenticator:
     tokens: dict[str, Principal] = {}
     owner_token = settings.bearer_token.get_secret_value()
     if not owner_token and settings.auth_required:
-        owner_token = resolve_dev_token(settings.dev_token_path)
+        try:
+            owner_token = resolve_dev_token(settings.dev_token_path)
+        except (OSError, UnicodeDecodeError) as exc:
+            # A path that cannot hold the file (a directory, a missing or read-only parent):
+            # one line naming the flag, as for a bad value, rather than the server's traceback.
+            raise StartupError(
+                f"cannot keep the development token in ORCH_DEV_TOKEN_PATH={str(settings.dev_token_path)!r}: "
+                f"{type(exc).__name__}: {exc} (set ORCH_BEARER_TOKEN, or point ORCH_DEV_TOKEN_PATH at a writable file)"
+            ) from None
         # Printed, not logged: this is the one place the token is shown, so the user can call us.
         print(
             f"orchestrators: auth is on and ORCH_BEARER_TOKEN is not set; use this development token:\n"

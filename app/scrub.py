@@ -172,11 +172,16 @@ def redact_text(text: str, *, pii: bool) -> tuple[str, int]:
 
 
 def cap_text(text: str, max_chars: int) -> tuple[str, bool]:
-    """``text`` shortened to at most ``max_chars`` (suffix included); ``max_chars <= 0``: no cap."""
+    """``text`` shortened to at most ``max_chars`` (suffix included); ``max_chars <= 0``: no cap.
+
+    A cap no longer than the suffix keeps a plain prefix instead: the suffix alone would be
+    longer than the cap, or would replace all of the text.
+    """
     if max_chars <= 0 or len(text) <= max_chars:
         return text, False
-    keep = max(0, max_chars - len(TRUNCATED_SUFFIX))
-    return text[:keep] + TRUNCATED_SUFFIX, True
+    if max_chars <= len(TRUNCATED_SUFFIX):
+        return text[:max_chars], True
+    return text[: max_chars - len(TRUNCATED_SUFFIX)] + TRUNCATED_SUFFIX, True
 
 
 def redact(value: Any, *, pii: bool, max_chars: int = 0) -> tuple[Any, int]:

@@ -8,12 +8,21 @@ naming the flag and the value (see :func:`load_settings`); nothing else in the c
 from __future__ import annotations
 
 import ipaddress
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from app.auth import ANONYMOUS_ID, APPROVER_ID, OWNER_ID
@@ -45,11 +54,49 @@ PLACEHOLDER_TOKENS = frozenset(
 # Secret-valued flags: their values are never echoed in error messages.
 _SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
 _SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
+# URL-valued flags: echoed in error messages with their password and query string withheld
+# (redis://:password@host, https://user:key@proxy/v1?api_key=...).
+URL_FIELDS = frozenset(
+    {
+        "rate_limit_storage_url",
+        "otel_exporter_otlp_endpoint",
+        "ollama_url",
+        "openai_base_url",
+        "tool_web_search_url",
+        "sandbox_docker_url",
+    }
+)
 
 
 MAX_APPROVAL_TTL_SEC = 7 * 86_400  # an approval is for a call about to happen, not a standing grant
 MAX_MEMORY_TTL_MINUTES = 10 * 525_600  # ten years: an upper bound that still catches a typo of units
 MEMORY_MIN_CHARS_FLOOR = 20  # a smaller cap could not hold any memory worth keeping
+# A shortened value ends with "...[truncated]" (14 characters): a display cap below this would show
+# less of the value than of the marker ("orchestrators-demo" at 8 showed nothing of it).
+TRUST_PANEL_MIN_VALUE_CHARS = 32
+
+
+# The words a boolean flag accepts (any case). Pydantic alone also takes y/n/t/f, and a typo that
+# happens to be one of those would silently flip a switch.
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def _switch(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):  # Settings(...) built in code
+        return bool(value)
+    word = value.strip().lower() if isinstance(value, str) else None
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no or on/off")
+
+
+Switch = Annotated[bool, BeforeValidator(_switch)]
+"""A boolean flag: exactly the documented words, any case; anything else is a bad value."""
 
 
 def _csv(value: Any) -> Any:
@@ -74,13 +121,13 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8088, ge=1, le=65535)
-    enable_api: bool = True
+    enable_api: Switch = True
     # After SIGTERM, requests still running (a long stream) get this long, then are cancelled and
     # the receipts drained. Below the supervisor's kill timeout (docker stop: 10 s).
     shutdown_grace_sec: int = Field(8, ge=0, le=3600)
 
     # --- auth -----------------------------------------------------------------------------
-    require_bearer: bool = True
+    require_bearer: Switch = True
     bearer_token: SecretStr = SecretStr("")
     # Extra callers, each with its own identity: "alice=tokenA,bob=tokenB". Memory, rate limits
     # and receipts are scoped by this name.
@@ -90,17 +137,17 @@ class Settings(BaseSettings):
 
     # --- guardrails -----------------------------------------------------------------------
     max_request_bytes: int = Field(1_048_576, ge=1)
-    rate_limit_enabled: bool = True
+    rate_limit_enabled: Switch = True
     rate_limit: str = "60 per minute"
     rate_limit_storage_url: str = ""
     # Trust X-Forwarded-For from these proxies (comma list of IPs) when keying anonymous callers.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- observability --------------------------------------------------------------------
-    log_json: bool = True
+    log_json: Switch = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    metrics_enabled: bool = True
-    otel_enabled: bool = False
+    metrics_enabled: Switch = True
+    otel_enabled: Switch = False
     otel_exporter_otlp_endpoint: str = "http://127.0.0.1:4318/v1/traces"
     service_name: str = "orchestrators-v2"
 
@@ -108,29 +155,29 @@ class Settings(BaseSettings):
     # Postgres for every store (postgresql://user@host:5432/db); empty: SQLite files below.
     database_url: SecretStr = SecretStr("")
     db_pool_recycle: float = Field(300.0, gt=0)
-    sqlite_wal_enabled: bool = True
+    sqlite_wal_enabled: Switch = True
 
     # --- receipts (traces) ----------------------------------------------------------------
-    trace_enabled: bool = True
+    trace_enabled: Switch = True
     trace_db_path: Path = Path("instance/trace.db")
     # Group commit: receipts are written at most this long after the request; a crash loses at
     # most this window.
     trace_flush_interval_ms: int = Field(50, ge=1, le=10_000)
     trace_queue_max: int = Field(100_000, ge=100)
-    trust_panel_enabled: bool = False
-    trust_panel_debug: bool = False
+    trust_panel_enabled: Switch = False
+    trust_panel_debug: Switch = False
     trust_panel_max_events: int = Field(200, ge=1, le=10_000)
-    trust_panel_max_value_chars: int = Field(500, ge=0)
+    trust_panel_max_value_chars: int = Field(500, ge=0)  # 0: no cap, else >= TRUST_PANEL_MIN_VALUE_CHARS
     # Redact emails and phone numbers (not only credentials) in receipts and memories.
-    memory_scrub_redact_pii: bool = True
+    memory_scrub_redact_pii: Switch = True
 
     # --- LLM ------------------------------------------------------------------------------
-    llm_enabled: bool = False
+    llm_enabled: Switch = False
     llm_provider: Literal["demo", "ollama", "openai"] = "ollama"
     model_chat: str = "qwen2.5:3b"
     llm_model_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Non-loopback upstreams are refused unless this is on (local-first).
-    llm_network_enabled: bool = False
+    llm_network_enabled: Switch = False
     ollama_url: str = "http://127.0.0.1:11434"
     # What the OpenAI client calls base_url, /v1 included.
     openai_base_url: str = "http://127.0.0.1:8080/v1"
@@ -151,36 +198,36 @@ class Settings(BaseSettings):
     # basic: every chat goes to the provider; advanced: the router policy decides first.
     orchestrator_mode: Literal["basic", "advanced"] = "basic"
     # The intent tiers after the rules: the decision cache (tier 1) and the classifier (tier 2).
-    intent_router_enabled: bool = False
+    intent_router_enabled: Switch = False
     # Observe only: the intent router runs beside the path in use and its agreement is counted.
-    intent_router_shadow: bool = False
-    intent_decision_expose: bool = False
+    intent_router_shadow: Switch = False
+    intent_decision_expose: Switch = False
     intent_min_confidence: float = Field(0.85, ge=0, le=1)
     intent_min_gap: float = Field(0.05, ge=0, le=1)
-    intent_cache_enabled: bool = True
+    intent_cache_enabled: Switch = True
     intent_cache_ttl_sec: int = Field(600, ge=1)
     intent_cache_db_path: Path = Path("instance/intent_cache.db")
     # Tier 2: ask the provider to classify a message no rule decided (one extra model call).
-    intent_classifier_enabled: bool = False
+    intent_classifier_enabled: Switch = False
     intent_classifier_model: str = ""  # empty: the default model
-    intent_hitl_enabled: bool = True
+    intent_hitl_enabled: Switch = True
     intent_hitl_db_path: Path = Path("instance/hitl_queue.db")
     # --- tools (issue 6): registry, tool policy, approvals, sandbox -------------------------
     # The approver's bearer: the only credential that may approve tool calls, and it may do
     # nothing else (separation of duties). Empty: approvals are refused.
     approver_token: SecretStr = SecretStr("")
     tool_policy_path: Path = SHIPPED_TOOL_POLICY
-    tool_policy_enforce: bool = True
-    policy_decisions_in_response: bool = False
-    tool_approval_enforce: bool = True
+    tool_policy_enforce: Switch = True
+    policy_decisions_in_response: Switch = False
+    tool_approval_enforce: Switch = True
     tool_approval_ttl_sec: int = Field(900, ge=1, le=MAX_APPROVAL_TTL_SEC)
     tool_approval_db_path: Path = Path("instance/tool_approvals.db")
     tool_output_max_chars: int = Field(4000, ge=100, le=1_000_000)
-    tool_output_scrub_enabled: bool = True
-    tool_web_search_enabled: bool = False
+    tool_output_scrub_enabled: Switch = True
+    tool_web_search_enabled: Switch = False
     tool_web_search_url: str = "https://html.duckduckgo.com/html/"
-    tool_sandbox_enabled: bool = True
-    tool_sandbox_required: bool = True
+    tool_sandbox_enabled: Switch = True
+    tool_sandbox_required: Switch = True
     sandbox_image: str = "orchestrators-sandbox:1"
     sandbox_timeout_sec: float = Field(10.0, gt=0, le=300)
     sandbox_memory_mb: int = Field(256, ge=32, le=65_536)
@@ -191,18 +238,19 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
     # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
-    memory_enabled: bool = False
-    memory_capture_enabled: bool = False
+    memory_enabled: Switch = False
+    memory_capture_enabled: Switch = False
     # off: nothing is stored; strict: only messages with an explicit intent phrase
     # ("remember this", ...); capture_only: every message long enough (after scrubbing).
     memory_write_policy: Literal["off", "strict", "capture_only"] = "off"
     memory_capture_ttl_minutes: int = Field(180, ge=1, le=MAX_MEMORY_TTL_MINUTES)
     memory_db_path: Path = Path("instance/memory.db")
     memory_max_chars: int = Field(500, ge=MEMORY_MIN_CHARS_FLOOR, le=20_000)  # stored memories are cut here
-    memory_min_chars: int = Field(10, ge=1, le=1000)  # shorter (after scrubbing) is deny:scrubbed_too_short
+    # Shorter (after scrubbing) is deny:scrubbed_too_short. Bounded above by memory_max_chars only.
+    memory_min_chars: int = Field(10, ge=1)
     # Same content seen again within this window updates the entry instead of adding one.
     memory_dedupe_window_minutes: int = Field(1440, ge=0, le=MAX_MEMORY_TTL_MINUTES)
-    memory_recall_enabled: bool = False
+    memory_recall_enabled: Switch = False
     memory_recall_max_items: int = Field(5, ge=1, le=50)
     memory_recall_max_chars: int = Field(1000, ge=50, le=20_000)
     memory_purge_interval_sec: float = Field(300.0, ge=1, le=86_400)
@@ -227,6 +275,21 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         # Relative paths resolve against the working directory, once, at startup.
         return value if value.is_absolute() else Path.cwd() / value
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        value = value.strip()
+        if not is_bind_host(value):
+            raise ValueError("expected an IP address (127.0.0.1, 0.0.0.0, ::1, ::) or a host name (localhost)")
+        return value
+
+    @field_validator("trust_panel_max_value_chars")
+    @classmethod
+    def _check_display_cap(cls, value: int) -> int:
+        if 0 < value < TRUST_PANEL_MIN_VALUE_CHARS:
+            raise ValueError(f"expected 0 (no cap) or at least {TRUST_PANEL_MIN_VALUE_CHARS}")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -340,6 +403,15 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL with a host")
         return value
 
+    @field_validator("sandbox_image")
+    @classmethod
+    def _check_sandbox_image(cls, value: str) -> str:
+        # Empty, Docker would be asked for an image named "" and /ready would blame the daemon.
+        value = value.strip()
+        if not value or any(char.isspace() for char in value):
+            raise ValueError("expected an image name such as orchestrators-sandbox:1 (no spaces)")
+        return value
+
     @field_validator("sandbox_docker_url")
     @classmethod
     def _check_docker_url(cls, value: str) -> str:
@@ -397,6 +469,22 @@ class Settings(BaseSettings):
         return self.rate_limit_storage_url or "memory://"
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def is_bind_host(value: str) -> bool:
+    """An IP address, or a host name by RFC 1123 whose last label is not all digits (so a
+    mistyped address such as ``999.1.1.1`` or ``10.0.0`` is not taken for a name to look up)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return True
+    labels = value.removesuffix(".").split(".")
+    return 0 < len(value) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit()
+
+
 _RESERVED_PRINCIPALS = frozenset({OWNER_ID, APPROVER_ID, ANONYMOUS_ID})
 
 
@@ -426,6 +514,24 @@ class ConfigError(Exception):
     """A configuration problem, already phrased as the one line the operator should read."""
 
 
+def redact_url(value: str) -> str:
+    """``value`` with what may be a credential replaced by ``***``: the password of its userinfo
+    (everything between the first ``:`` and the last ``@`` before the path's end) and its query
+    string and fragment. Deliberately crude, because a value that failed validation may not parse
+    as a URL: ``u:pa/ss@host`` hides ``pa/ss`` too."""
+    head, cut = value, False
+    for mark in ("?", "#"):
+        head, found, _ = head.partition(mark)
+        cut = cut or bool(found)
+    scheme, sep, rest = head.partition("://")
+    if not sep:
+        scheme, rest = "", head
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{host}"
+    return f"{scheme}{sep}{rest}" + ("?***" if cut else "")
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """Turn pydantic's report into one line per problem, naming the ORCH_ flag and its value."""
     lines = []
@@ -441,6 +547,8 @@ def describe_validation_error(error: ValidationError) -> str:
             lines.append(f"{flag}: {message}")
         else:
             value = item.get("input")
+            if field in URL_FIELDS and isinstance(value, str):
+                value = redact_url(value)
             lines.append(f"{flag}={value!r}: {message}")
     return "; ".join(lines)
 

@@ -436,6 +436,12 @@ class _PostgresExecutor:
         return dict(row) if row is not None else None
 
 
+# SQLSTATE classes that mean the connection is gone, whatever the statement: 08 connection
+# exception, 57 operator intervention (admin shutdown 57P01, crash 57P02, cannot connect now
+# 57P03, database dropped 57P04, cancelled 57014).
+_LOST_CLASSES = frozenset({"08", "57"})
+
+
 class PostgresDatabase:
     """An asyncpg pool. Used for every store when ORCH_DATABASE_URL is set."""
 
@@ -448,18 +454,26 @@ class PostgresDatabase:
         self.max_size = max_size
         self._pool: Any = None
         self._unavailable: tuple[type[BaseException], ...] = (OSError,)
+        self._refused: tuple[type[BaseException], ...] = (OSError,)
 
     async def open(self) -> PostgresDatabase:
         import asyncpg
 
-        # What a lost, refused, overloaded or too slow server raises (TimeoutError is an OSError).
+        # What a lost, refused, overloaded or too slow server raises (TimeoutError is an OSError),
+        # whatever the statement; SQLSTATE classes 08 and 57 are recognised by code (_LOST_CLASSES).
         self._unavailable = (
             OSError,
             asyncpg.PostgresConnectionError,
             asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError,
             asyncpg.TooManyConnectionsError,
+            # A pooled connection whose backend was terminated while idle: the server's FATAL
+            # 57P01 arrived between statements, and the driver reports its protocol state instead.
+            asyncpg.InternalClientError,
         )
+        # Whatever the server answers while we connect (a database that refuses connections,
+        # 55000; one that was dropped, 3D000; a server starting or stopping, 57P03; a password
+        # refused, 28P01) means the database is not there for this request.
+        self._refused = (*self._unavailable, asyncpg.PostgresError)
         self._pool = await asyncpg.create_pool(
             self.url,
             min_size=self.min_size,
@@ -477,16 +491,34 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def _executor(self, *, transaction: bool = False) -> AsyncIterator[_PostgresExecutor]:
-        """A pooled connection; a server that cannot be reached is DatabaseUnavailable (503)."""
+        """A pooled connection; a server that cannot be reached is DatabaseUnavailable (503).
+
+        Any error while the connection is acquired (the pool connects on demand) is that; once
+        connected, only a lost connection (class 08, I/O errors) or the operator's intervention
+        (class 57: shutdown, restart, terminated backend, cancelled statement) is, and a genuine
+        query error (a constraint, a syntax error) propagates as it is.
+        """
+        connected = False
         try:
             async with self.pool.acquire() as connection:
+                connected = True
                 if not transaction:
                     yield _PostgresExecutor(connection)
                     return
                 async with connection.transaction():
                     yield _PostgresExecutor(connection)
-        except self._unavailable as exc:
-            raise DatabaseUnavailable() from exc
+        except Exception as exc:
+            if self._is_outage(exc, connected=connected):
+                raise DatabaseUnavailable() from exc
+            raise
+
+    def _is_outage(self, exc: Exception, *, connected: bool) -> bool:
+        if not connected:
+            return isinstance(exc, self._refused)
+        if isinstance(exc, self._unavailable):
+            return True
+        sqlstate = getattr(exc, "sqlstate", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _LOST_CLASSES
 
     async def execute(self, sql: str, *args: Any) -> int:
         async with self._executor() as executor:

@@ -260,6 +260,9 @@ class RouterPolicy:
     path: Path | None
     description: str
     rules: list[Rule]
+    # Rules left out because they name an agent that is not loaded (only when compiled with
+    # skip_missing_agents, i.e. the shipped policy): (rule id, agent name).
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def labels(self) -> dict[str, str]:
         """Every target the policy can route to (label -> a description), plus the provider."""
@@ -293,9 +296,15 @@ def compile_policy(
     path: Path | None = None,
     agents: AgentRegistry | None = None,
     model_allowlist: Collection[str] = (),
+    skip_missing_agents: bool = False,
 ) -> RouterPolicy:
-    """Turn a validated spec into matchers; raise ValueError naming the rule on any problem."""
+    """Turn a validated spec into matchers; raise ValueError naming the rule on any problem.
+
+    ``skip_missing_agents``: a rule naming an agent that ``agents`` lacks is left out (listed in
+    ``skipped``) instead of refused.
+    """
     rules: list[Rule] = []
+    skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for spec_rule in spec.rules:
         where = f"rule {spec_rule.id!r}"
@@ -338,6 +347,9 @@ def compile_policy(
             target = Target("model", target_spec.model)
         elif target_spec.agent:
             if agents is not None and target_spec.agent not in agents:
+                if skip_missing_agents:
+                    skipped.append((spec_rule.id, target_spec.agent))
+                    continue
                 raise ValueError(f"{where}: there is no agent named {target_spec.agent!r} (ORCH_AGENT_DIR)")
             target = Target("agent", target_spec.agent.lower())
         else:
@@ -369,7 +381,7 @@ def compile_policy(
                 groups=frozenset(groups),
             )
         )
-    return RouterPolicy(path=path, description=spec.description, rules=rules)
+    return RouterPolicy(path=path, description=spec.description, rules=rules, skipped=tuple(skipped))
 
 
 def parse_policy(
@@ -378,6 +390,7 @@ def parse_policy(
     path: Path | None = None,
     agents: AgentRegistry | None = None,
     model_allowlist: Collection[str] = (),
+    skip_missing_agents: bool = False,
 ) -> RouterPolicy:
     """Validate and compile a policy given as data; raise :class:`PolicyFileError` (one line)."""
     where = f"{FLAG}: {path}" if path else FLAG
@@ -386,12 +399,24 @@ def parse_policy(
     except ValidationError as exc:
         raise PolicyFileError(f"{where}: {describe(exc)}") from None
     try:
-        return compile_policy(spec, path=path, agents=agents, model_allowlist=model_allowlist)
+        return compile_policy(
+            spec, path=path, agents=agents, model_allowlist=model_allowlist, skip_missing_agents=skip_missing_agents
+        )
     except ValueError as exc:
         raise PolicyFileError(f"{where}: {exc}") from None
 
 
 def load_router_policy(
-    path: Path, *, agents: AgentRegistry | None = None, model_allowlist: Collection[str] = ()
+    path: Path,
+    *,
+    agents: AgentRegistry | None = None,
+    model_allowlist: Collection[str] = (),
+    skip_missing_agents: bool = False,
 ) -> RouterPolicy:
-    return parse_policy(read_yaml_mapping(path, flag=FLAG), path=path, agents=agents, model_allowlist=model_allowlist)
+    return parse_policy(
+        read_yaml_mapping(path, flag=FLAG),
+        path=path,
+        agents=agents,
+        model_allowlist=model_allowlist,
+        skip_missing_agents=skip_missing_agents,
+    )

@@ -26,7 +26,7 @@ from app.routing.review import ReviewService
 from app.routing.rules import RuleRouter
 from app.routing.stage import RoutingStage
 from app.routing.store import IntentCacheStore, ReviewStore
-from app.settings import Settings
+from app.settings import SHIPPED_ROUTER_POLICY, Settings
 from app.tools.types import ToolRunner
 
 log = get_logger("routing")
@@ -43,10 +43,20 @@ class RoutingConfig:
 
 
 def load_routing_config(settings: Settings) -> RoutingConfig:
-    """Read and validate the agents and the router policy; raise PolicyFileError (one line)."""
+    """Read and validate the agents and the router policy; raise PolicyFileError (one line).
+
+    The shipped policy's rules for the shipped agent (Holly) are left out when ORCH_AGENT_DIR
+    does not have her: replacing the agents must not require writing a router policy too. A
+    policy of the operator's own that names a missing agent is refused, as any other mistake in it.
+    """
     allowlist = settings.llm_model_allowlist
     agents = load_agents(settings.agent_dir, model_allowlist=allowlist)
-    policy = load_router_policy(settings.router_policy_path, agents=agents, model_allowlist=allowlist)
+    policy = load_router_policy(
+        settings.router_policy_path,
+        agents=agents,
+        model_allowlist=allowlist,
+        skip_missing_agents=settings.router_policy_path.resolve() == SHIPPED_ROUTER_POLICY,
+    )
     return RoutingConfig(agents, policy)
 
 
@@ -119,6 +129,14 @@ async def open_routing(
     routing = Routing(config.agents, config.policy, stages=[AgentStage(config.agents)])
     if not routing_active(settings):
         return routing
+    if config.policy.skipped:
+        log.warning(
+            "shipped router policy rules left out: they name agents ORCH_AGENT_DIR does not have",
+            extra={
+                "rules": [rule for rule, _ in config.policy.skipped],
+                "agents": [a for _, a in config.policy.skipped],
+            },
+        )
     cache = None
     if settings.intent_router_enabled and settings.intent_cache_enabled:
         cache_db = await open_db(settings.intent_cache_db_path)

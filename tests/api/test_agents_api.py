@@ -5,6 +5,7 @@ and every bad input with its status and envelope. The original answered 502 to e
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,9 +17,10 @@ import pytest
 from fastapi import FastAPI
 
 from app.lifespan import StartupError
+from app.main import check_policy_files
 from app.providers.demo import DEMO_HEADER
-from app.settings import SHIPPED_AGENT_DIR
-from tests.conftest import assert_envelope, running
+from app.settings import SHIPPED_AGENT_DIR, SHIPPED_ROUTER_POLICY, ConfigError
+from tests.conftest import assert_envelope, build_settings, running
 from tests.fakes.upstream import FakeUpstream, Reply, completion, fake_upstream, text_chunks
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -198,6 +200,57 @@ async def test_a_bad_agent_file_stops_startup_with_the_file_and_the_reason(
         async with running(app_factory(agent_dir=directory)):
             pass
     assert str(caught.value) == f"ORCH_AGENT_DIR: {directory / 'nova.yaml'}: system_prompt: Field required"
+
+
+@pytest.mark.parametrize("mode", ["basic", "advanced"])
+async def test_an_agent_dir_without_holly_starts_with_the_shipped_router_policy(
+    app_factory: Callable[..., FastAPI], tmp_path: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/agents.md: Holly may be replaced by your own ORCH_AGENT_DIR. The shipped policy's Holly
+    rules are left out (a warning in advanced mode); the rest of the policy still routes."""
+    directory = tmp_path / "agents"
+    directory.mkdir()
+    (directory / "nova.yaml").write_text("name: Nova\nsystem_prompt: You are Nova.\n")
+    settings = {"agent_dir": directory, "orchestrator_mode": mode}
+    check_policy_files(build_settings(tmp_path, **settings))  # what startup checks before serving
+    async with running(app_factory(**settings)) as client:
+        assert [agent["name"] for agent in (await client.get("/v1/agents")).json()["agents"]] == ["Nova"]
+        assert (await client.post("/v1/agents/nova/chat", json=HI)).json()["agent"] == "Nova"
+        mention = {"messages": [{"role": "user", "content": "@holly hi"}]}
+        reply = (await client.post("/v1/chat/completions", json=mention, headers={"X-Orch-Meta-Agent": "holly"})).json()
+        assert "agent" not in reply
+        calc = (
+            await client.post(
+                "/v1/chat/completions", json={"messages": [{"role": "user", "content": "calculate 2 + 2"}]}
+            )
+        ).json()
+    left_out = [record for record in caplog.records if "router policy rules left out" in record.getMessage()]
+    if mode == "advanced":
+        assert reply["route_decision"]["reason"] == "no_match"
+        assert calc["route_decision"]["rule"] == "math.calculate"
+        [warning] = left_out
+        assert warning.levelname == "WARNING"
+        assert warning.rules == ["agents.holly_by_metadata", "agents.holly_mention"]  # type: ignore[attr-defined]
+    else:
+        assert left_out == []  # nothing is routed in basic mode: nothing to warn about
+
+
+async def test_an_own_router_policy_naming_a_missing_agent_still_stops_startup(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    directory = tmp_path / "agents"
+    directory.mkdir()
+    (directory / "nova.yaml").write_text("name: Nova\nsystem_prompt: You are Nova.\n")
+    own = tmp_path / "router_policy.yaml"
+    shutil.copy(SHIPPED_ROUTER_POLICY, own)
+    settings = {"agent_dir": directory, "router_policy_path": own, "orchestrator_mode": "advanced"}
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{own}: rule 'agents.holly_by_metadata': there is no agent named 'holly'")
+    ):
+        check_policy_files(build_settings(tmp_path, **settings))
+    with pytest.raises(StartupError, match="there is no agent named 'holly'"):
+        async with running(app_factory(**settings)):
+            pass
 
 
 async def test_the_new_routes_are_in_the_api_docs(client: httpx.AsyncClient) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
+from app.lifespan import StartupError
 from app.main import create_app
 from tests.conftest import TOKEN, assert_envelope, build_settings, running
 
@@ -81,3 +82,19 @@ async def test_development_token_is_generated_once_and_kept_private(
     # a restart (or a second worker) reuses the same token
     async with running(create_app(settings), token=token) as client:
         assert (await client.post("/echo", json={})).status_code == 200
+
+
+# A directory, a path below a regular file, a parent that cannot be created (as root, too).
+@pytest.mark.parametrize("where", ["a-directory", "file/below-a-file", "/proc/nonexist/dev-token"])
+async def test_a_development_token_path_that_cannot_hold_the_token_stops_startup_naming_the_flag(
+    tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "a-directory").mkdir()
+    (tmp_path / "file").write_text("not a directory\n")
+    path = tmp_path / where  # an absolute `where` stays as it is
+    settings = build_settings(tmp_path, bearer_token="", dev_token_path=path)
+    with pytest.raises(StartupError) as caught:
+        async with running(create_app(settings), token=None):
+            pass
+    message = str(caught.value)
+    assert f"ORCH_DEV_TOKEN_PATH={str(path)!r}" in message and "\n" not in message

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -468,6 +469,41 @@ async def test_a_database_out_of_reach_is_503_not_500(app_factory: Callable[...,
             assert (await client.post(CHAT, json=HELLO)).status_code == 200  # its receipt is dropped, counted
             ready = await client.get("/ready")
     assert ready.status_code == 503
+
+
+@pytest.mark.parametrize("outage", ["refuses connections", "dropped"])
+async def test_a_database_the_server_refuses_is_503_not_500(
+    app_factory: Callable[..., FastAPI], postgres_url: str, outage: str
+) -> None:
+    """The server is up but will not let us in (SQLSTATE 55000 after ALLOW_CONNECTIONS false, or
+    3D000 for a dropped database): 503 database_unavailable, as when it cannot be reached."""
+    name = postgres_url.rsplit("/", 1)[1]
+    memory = {"memory_enabled": True, "memory_capture_enabled": True}
+    backend = Backend("postgres", {"database_url": postgres_url}, postgres_url)
+    async with panel(app_factory, backend, **memory) as (client, state):
+        trace_id = await chat(client, state)
+        admin = await asyncpg.connect(postgres_url.replace(f"/{name}", "/test"))
+        try:
+            if outage == "dropped":
+                await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            else:
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                await admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+            for method, path, body in (
+                ("GET", "/v1/trust/events", None),
+                ("GET", f"/v1/trust/trace/{trace_id}", None),
+                ("POST", "/v1/audit/verify", {"trace_id": trace_id}),
+                ("GET", "/v1/memory", None),
+            ):
+                response = await client.request(method, path, json=body)
+                error = assert_envelope(response, 503, type_="service_unavailable")
+                assert error["code"] == "database_unavailable", (path, error)
+            assert (await client.post(CHAT, json=HELLO)).status_code == 200
+            assert (await client.get("/ready")).status_code == 503
+        finally:
+            if outage != "dropped":
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
 
 
 async def test_trust_panel_off_is_503_after_auth(app_factory: Callable[..., FastAPI], tmp_path: Path) -> None:

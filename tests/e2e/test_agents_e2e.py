@@ -127,3 +127,15 @@ def test_a_bad_agent_or_policy_file_stops_the_service_with_one_line(tmp_path: Pa
     lines = stderr_lines(result)
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].endswith(f"{policy}: rule 'calc': there is no agent named 'nobody' (ORCH_AGENT_DIR)")
+
+
+@pytest.mark.parametrize("mode", ["basic", "advanced"])
+def test_an_agent_dir_without_holly_serves(tmp_path: Path, mode: str) -> None:
+    """docs/agents.md: replace Holly with your own ORCH_AGENT_DIR; the shipped router policy's
+    Holly rules are then left out rather than stopping the service."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "nova.yaml").write_text("name: Nova\nsystem_prompt: hi\n")
+    with LiveServer(tmp_path, {"ORCH_AGENT_DIR": str(agents), "ORCH_ORCHESTRATOR_MODE": mode}) as server:
+        nova = client_for(server, "/v1/agents/nova").chat.completions.create(model="m", messages=HI)
+        assert extra(nova)["agent"] == "Nova"

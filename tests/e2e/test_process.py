@@ -31,6 +31,7 @@ pytestmark = pytest.mark.e2e
         ({"ORCH_PORT": "abc"}, "ORCH_PORT='abc'"),
         ({"ORCH_RATE_LIMIT": "abc"}, "ORCH_RATE_LIMIT='abc'"),
         ({"ORCH_LLM_PROVIDER": "skynet"}, "ORCH_LLM_PROVIDER='skynet'"),
+        ({"ORCH_SANDBOX_IMAGE": ""}, "ORCH_SANDBOX_IMAGE=''"),
         ({"ORCH_ENV": "production", "ORCH_BEARER_TOKEN": "changeme_for_production"}, "placeholder"),
         ({"ORCH_ENV": "production", "ORCH_REQUIRE_BEARER": "0"}, "ORCH_REQUIRE_BEARER=0"),
         (
@@ -64,6 +65,40 @@ def test_a_database_that_cannot_be_opened_stops_with_one_clear_line(tmp_path: Pa
         "orchestrators: cannot open the Postgres database (ORCH_DATABASE_URL): "
         "ConnectionRefusedError: [Errno 111] Connection refused"
     ], result.stderr
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_a_development_token_path_that_cannot_be_written_stops_with_one_clear_line(tmp_path: Path, entry: str) -> None:
+    (tmp_path / "a-directory").mkdir()
+    env = {"ORCH_BEARER_TOKEN": "", "ORCH_DEV_TOKEN_PATH": str(tmp_path / "a-directory")}
+    result = run_to_exit(tmp_path, entry_command(entry), env)
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"orchestrators: cannot keep the development token in ORCH_DEV_TOKEN_PATH={str(tmp_path / 'a-directory')!r}: "
+        "IsADirectoryError"
+    )
+
+
+@pytest.mark.parametrize("host", ["example.invalid", "127.0.0.1"])
+def test_an_address_that_cannot_be_listened_on_stops_with_one_line_naming_the_flags(tmp_path: Path, host: str) -> None:
+    """A host name that does not resolve, or a port in use: one line naming ORCH_HOST and ORCH_PORT,
+    before any database is opened (uvicorn alone would open them all, then print a bare errno)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_to_exit(tmp_path, entry_command("python -m app"), {"ORCH_HOST": host, "ORCH_PORT": str(port)})
+    assert result.returncode == 3, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = stderr_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"orchestrators: cannot listen on ORCH_HOST={host!r} ORCH_PORT={port}: ")
+    if host == "127.0.0.1":
+        assert lines[0].endswith(": Address already in use")
+    assert not (tmp_path / "instance").exists()  # nothing was opened
 
 
 def test_uvicorn_entry_point_serves(tmp_path: Path) -> None:

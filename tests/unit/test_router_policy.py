@@ -38,6 +38,21 @@ def test_the_shipped_policy_loads_and_names_its_targets() -> None:
     assert labels["tool:safe_calc"].startswith("arithmetic")
 
 
+def test_rules_for_missing_agents_are_left_out_only_when_asked(tmp_path: Path) -> None:
+    """The shipped policy's Holly rules with an ORCH_AGENT_DIR that has no Holly (load_routing_config
+    asks for this for the shipped file only)."""
+    (tmp_path / "nova.yaml").write_text("name: Nova\nsystem_prompt: hi\n")
+    nova_only = load_agents(tmp_path)
+    loaded = load_router_policy(SHIPPED_ROUTER_POLICY, agents=nova_only, skip_missing_agents=True)
+    assert loaded.skipped == (("agents.holly_by_metadata", "holly"), ("agents.holly_mention", "holly"))
+    assert "agent:holly" not in loaded.labels() and "tool:safe_calc" in loaded.labels()
+    assert [rule.index for rule in loaded.rules] == list(range(len(loaded.rules)))
+    with pytest.raises(
+        PolicyFileError, match=re.escape("rule 'agents.holly_by_metadata': there is no agent named 'holly'")
+    ):
+        load_router_policy(SHIPPED_ROUTER_POLICY, agents=nova_only)
+
+
 @pytest.mark.parametrize(
     ("data", "reason"),
     [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import ConfigError, Settings, load_settings, parse_principals
+from app.settings import URL_FIELDS, ConfigError, Settings, load_settings, parse_principals, redact_url
 
 GOOD_TOKEN = "9f2c1e7a4b6d8e0f1a3c5e7b9d1f3a5c"
 
@@ -30,6 +30,13 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.memory_write_policy == "off"
 
 
+def test_memory_min_is_bounded_by_memory_max_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    settings = load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="1500", ORCH_MEMORY_MAX_CHARS="2000")
+    assert settings.memory_min_chars == 1500
+    with pytest.raises(ConfigError, match="ORCH_MEMORY_MIN_CHARS='0'"):
+        load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="0")
+
+
 def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load(monkeypatch, tmp_path, ORCH_MEMORY_MIN_CHARS="600", ORCH_MEMORY_MAX_CHARS="500")
@@ -41,6 +48,12 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     [
         ("ORCH_PORT", "abc", "ORCH_PORT='abc'"),
         ("ORCH_PORT", "70000", "ORCH_PORT='70000'"),
+        ("ORCH_HOST", "999.1.1.1", "ORCH_HOST='999.1.1.1'"),
+        ("ORCH_HOST", "10.0.0", "ORCH_HOST='10.0.0'"),
+        ("ORCH_HOST", "http://localhost", "ORCH_HOST='http://localhost'"),
+        ("ORCH_HOST", "127.0.0.1:8088", "ORCH_HOST='127.0.0.1:8088'"),
+        ("ORCH_HOST", "my host", "ORCH_HOST='my host'"),
+        ("ORCH_HOST", "", "ORCH_HOST=''"),
         ("ORCH_LLM_PROVIDER", "gpt5", "ORCH_LLM_PROVIDER='gpt5'"),
         ("ORCH_RATE_LIMIT", "abc", "ORCH_RATE_LIMIT='abc'"),
         ("ORCH_RATE_LIMIT_STORAGE_URL", "mysql://x", "ORCH_RATE_LIMIT_STORAGE_URL"),
@@ -56,6 +69,11 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("ORCH_MEMORY_MAX_CHARS", "5", "ORCH_MEMORY_MAX_CHARS='5'"),
         ("ORCH_MEMORY_RECALL_MAX_ITEMS", "0", "ORCH_MEMORY_RECALL_MAX_ITEMS='0'"),
         ("ORCH_MEMORY_PURGE_INTERVAL_SEC", "0", "ORCH_MEMORY_PURGE_INTERVAL_SEC='0'"),
+        ("ORCH_TRUST_PANEL_MAX_VALUE_CHARS", "8", "ORCH_TRUST_PANEL_MAX_VALUE_CHARS='8'"),
+        ("ORCH_TRUST_PANEL_MAX_VALUE_CHARS", "31", "ORCH_TRUST_PANEL_MAX_VALUE_CHARS='31'"),
+        ("ORCH_SANDBOX_IMAGE", "", "ORCH_SANDBOX_IMAGE=''"),
+        ("ORCH_SANDBOX_IMAGE", "  ", "ORCH_SANDBOX_IMAGE='  '"),
+        ("ORCH_SANDBOX_IMAGE", "my image:1", "ORCH_SANDBOX_IMAGE='my image:1'"),
     ],
 )
 def test_a_bad_value_names_the_flag_and_the_value(
@@ -73,6 +91,47 @@ def test_secret_values_are_not_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path:
         load(monkeypatch, tmp_path, ORCH_PRINCIPALS="alice:supersecretvalue")
     assert "ORCH_PRINCIPALS" in str(caught.value)
     assert "supersecretvalue" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "ORCH_RATE_LIMIT_STORAGE_URL",
+        "ORCH_OTEL_EXPORTER_OTLP_ENDPOINT",
+        "ORCH_OPENAI_BASE_URL",
+        "ORCH_OLLAMA_URL",
+        "ORCH_TOOL_WEB_SEARCH_URL",
+        "ORCH_SANDBOX_DOCKER_URL",
+    ],
+)
+def test_a_bad_url_is_echoed_without_its_password_or_query(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, **{flag: "bogus://u:SECRETJJJ@x/p?token=QQQ"})
+    assert f"{flag}='bogus://u:***@x/p?***': expected" in str(caught.value)
+    assert "SECRETJJJ" not in str(caught.value) and "QQQ" not in str(caught.value)
+
+
+def test_every_url_flag_is_redacted() -> None:
+    urlish = {name for name in Settings.model_fields if name.endswith(("_url", "_endpoint"))}
+    assert urlish - {"database_url"} <= URL_FIELDS  # ORCH_DATABASE_URL is never echoed at all
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://u:pa/ss@cache", "redis://u:***@cache"),  # unencoded "/" in a password
+        ("redis://u:p@ss@cache", "redis://u:***@cache"),  # unencoded "@"
+        ("u:pw@cache", "u:***@cache"),  # no scheme
+        ("https://host/v1#key=abc", "https://host/v1?***"),
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),  # nothing to hide
+        ("grpc://x", "grpc://x"),
+    ],
+)
+def test_redact_url(value: str, shown: str) -> None:
+    assert redact_url(value) == shown
 
 
 @pytest.mark.parametrize(
@@ -125,6 +184,37 @@ def test_principals_parse() -> None:
             parse_principals(f"{reserved}=imposter-token-0123456789")
 
 
-def test_boolean_flags_accept_the_usual_spellings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for value, expected in (("1", True), ("0", False), ("true", True), ("off", False)):
-        assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=value).metrics_enabled is expected
+BOOLEAN_FLAGS = sorted(
+    f"ORCH_{name.upper()}" for name, field in Settings.model_fields.items() if field.annotation is bool
+)
+
+
+def test_boolean_flags_accept_the_documented_words_in_any_case(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    words = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+    for word, expected in words.items():
+        for spelling in (word, word.upper(), word.capitalize(), f" {word} "):
+            assert load(monkeypatch, tmp_path, ORCH_METRICS_ENABLED=spelling).metrics_enabled is expected
+
+
+@pytest.mark.parametrize("flag", BOOLEAN_FLAGS)
+@pytest.mark.parametrize("value", ["y", "n", "t", "f", "Y", "2", "enabled", ""])
+def test_boolean_flags_refuse_anything_else(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: str, value: str
+) -> None:
+    """Every boolean flag, not only the ones someone remembered: pydantic alone takes y/n/t/f."""
+    with pytest.raises(ConfigError) as caught:
+        load(monkeypatch, tmp_path, **{flag: value})
+    assert f"{flag}={value!r}: expected 1/0, true/false, yes/no or on/off" in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "api-1.internal.example", "host."])
+def test_host_accepts_addresses_and_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, host: str) -> None:
+    assert load(monkeypatch, tmp_path, ORCH_HOST=host).host == host
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", 0), ("32", 32), ("500", 500)])
+def test_trust_panel_value_cap_is_off_or_at_least_32(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str, expected: int
+) -> None:
+    loaded = load(monkeypatch, tmp_path, ORCH_TRUST_PANEL_MAX_VALUE_CHARS=value)
+    assert loaded.trust_panel_max_value_chars == expected
