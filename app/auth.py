@@ -70,7 +70,7 @@ class Authenticator:
         return bool(self._entries)
 
 
-def resolve_dev_token(path: Path) -> str:
+def resolve_dev_token(path: Path, *, replace_empty: bool = True) -> str:
     """A development bearer token, generated once and kept in ``path`` (mode 0600).
 
     Several workers or restarts then agree on the same token. Only used when auth is on and no
@@ -93,7 +93,12 @@ def resolve_dev_token(path: Path) -> str:
             if existing:
                 return existing
             time.sleep(0.01)
-        raise
+        if not replace_empty:
+            raise
+        # Still empty after half a second: left by a writer that died between creating and
+        # writing it (a crash, a full disk). Without this, every later start would fail on it.
+        path.unlink(missing_ok=True)
+        return resolve_dev_token(path, replace_empty=False)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(token + "\n")
     return token

@@ -84,6 +84,20 @@ async def test_development_token_is_generated_once_and_kept_private(
         assert (await client.post("/echo", json={})).status_code == 200
 
 
+async def test_an_empty_development_token_file_left_by_a_crash_is_replaced(tmp_path: Path) -> None:
+    """A writer that died between creating the file and writing it left it empty: the next start
+    makes a token instead of failing on the file for ever."""
+    path = tmp_path / "dev-token"
+    path.write_text("")
+    settings = build_settings(tmp_path, bearer_token="", dev_token_path=path)
+    async with running(create_app(settings), token=None) as client:
+        token = path.read_text().strip()
+        assert token.startswith("orch-dev-")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        ok = await client.post("/echo", json={}, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200
+
+
 # A directory, a path below a regular file, a parent that cannot be created (as root, too).
 @pytest.mark.parametrize("where", ["a-directory", "file/below-a-file", "/proc/nonexist/dev-token"])
 async def test_a_development_token_path_that_cannot_hold_the_token_stops_startup_naming_the_flag(
