@@ -1,5 +1,5 @@
 """Schema migrations that run at startup, are safe to run twice, and are safe with several
-replicas starting at once (Postgres: an advisory lock; SQLite: BEGIN IMMEDIATE)."""
+replicas starting at once (Postgres: one advisory lock for all stores; SQLite: BEGIN IMMEDIATE)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ async def migrate(db: Database, component: str, migrations: Sequence[Migration])
     """
     applied_now: list[int] = []
     async with db.transaction() as tx:
-        await serialise(tx, "orch-migrate", component)
+        # One lock for every store, not one per store: stores that migrate at once (replicas with
+        # different features on) would otherwise all run CREATE TABLE IF NOT EXISTS
+        # schema_migrations together, which Postgres does not make safe against itself.
+        await serialise(tx, "orch-migrate")
         await tx.execute(_CREATE_TABLE)
         rows = await tx.fetch_all("SELECT version FROM schema_migrations WHERE component = $1", component)
         done = {row["version"] for row in rows}
