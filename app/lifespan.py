@@ -180,6 +180,7 @@ async def open_receipts(
     stack.push_async_callback(tracer.stop)
     if trace_store is None:
         return tracer, None
+    readiness.add("receipt_writer", tracer.readiness_check)
     trust = TrustService(
         trace_store,
         tracer,

@@ -170,6 +170,9 @@ class Tracer:
         self._lost: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_drop_log = 0.0
+        # Whether the last attempt at committing a batch failed: the database answers a ping
+        # (read-only file, full disk, a file deleted under us) yet takes no receipt.
+        self.writes_failing = False
         self.steps_written = metrics.counter("orch_trace_steps_written_total", "Receipt steps committed.")
         self.write_errors = metrics.counter("orch_trace_write_errors_total", "Receipt batches that failed to commit.")
         self.dropped = metrics.counter(
@@ -373,6 +376,7 @@ class Tracer:
             await self.store.write_batch(prepared.traces, prepared.steps, prepared.finishes)
         except Exception as exc:
             self.write_errors.inc()
+            self.writes_failing = True
             log.error(
                 "receipt batch failed to commit",
                 extra={"attempt": attempt, "error_type": type(exc).__name__, "steps": len(prepared.steps)},
@@ -380,4 +384,9 @@ class Tracer:
             return False
         self.batch_seconds.observe(time.perf_counter() - started)
         self.steps_written.inc(len(prepared.steps))
+        self.writes_failing = False
         return True
+
+    async def readiness_check(self) -> tuple[bool, str]:
+        """Not ready while receipts cannot be committed: every request would go unrecorded."""
+        return (False, "receipt_writes_failing") if self.writes_failing else (True, "ok")

@@ -3,6 +3,7 @@ trust panel, tampering detected in the database itself, export and offline verif
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -660,3 +661,29 @@ async def test_migrations_are_safe_to_run_twice(app_factory: Callable[..., FastA
     # (other stores, e.g. tool approvals, share the Postgres database and its migrations table)
     rows = await backend.fetch("SELECT component, version FROM schema_migrations WHERE component = 'traces'")
     assert rows == [{"component": "traces", "version": 1}]
+
+
+async def test_ready_is_503_while_receipts_cannot_be_committed(app_factory: Callable[..., FastAPI]) -> None:
+    """The database answers its ping (a read-only file, a full disk) but takes no receipt."""
+    app = app_factory()
+    async with running(app) as client:
+        state: AppState = app.state.orch
+        store = state.tracer.store
+        assert store is not None
+        working = store.write_batch
+
+        async def refuse(*args: Any) -> None:
+            raise OSError(30, "Read-only file system")
+
+        store.write_batch = refuse  # type: ignore[method-assign]
+        assert (await client.post(CHAT, json=HELLO)).status_code == 200
+        for _ in range(200):
+            if state.tracer.writes_failing:
+                break
+            await asyncio.sleep(0.01)
+        ready = await client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["reason"] == "receipt_writes_failing"
+        store.write_batch = working  # type: ignore[method-assign]
+        await state.tracer.flush()
+        assert not state.tracer.writes_failing

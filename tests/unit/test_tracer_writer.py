@@ -163,3 +163,20 @@ async def test_shutdown_writes_what_arrives_during_the_last_commits() -> None:
     await asyncio.wait_for(tracer.stop(), timeout=5)
     assert store.batch_sizes == [4, 3, 3, 3]
     assert len(store.steps) == 2 * 13
+
+
+async def test_readiness_fails_while_batches_fail_and_recovers_with_the_next_commit() -> None:
+    """A database that answers a ping but takes no write (a read-only file, a full disk) must not
+    look ready: every request would go unrecorded."""
+    store = RecordingStore(failures=1)
+    tracer = _tracer(store)
+    await tracer.start()
+    assert await tracer.readiness_check() == (True, "ok")
+    _receipts(tracer, 1)
+    deadline = time.monotonic() + 2
+    while not tracer.writes_failing and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert await tracer.readiness_check() == (False, "receipt_writes_failing")
+    await tracer.flush()  # the retry commits
+    assert await tracer.readiness_check() == (True, "ok")
+    await tracer.stop()
