@@ -304,9 +304,13 @@ class Settings(BaseSettings):
         from limits import parse_many
 
         try:
-            parse_many(value)
+            limits = parse_many(value)
         except ValueError:
             raise ValueError("expected a limit such as '60 per minute' or '10/second'") from None
+        # "0 per minute" parses, and then refuses every request with 429: the API down, silently.
+        # Turning limiting off is ORCH_RATE_LIMIT_ENABLED=0.
+        if any(limit.amount < 1 for limit in limits):
+            raise ValueError("every limit must allow at least 1 request (ORCH_RATE_LIMIT_ENABLED=0 turns limiting off)")
         return value
 
     @field_validator("rate_limit_storage_url")

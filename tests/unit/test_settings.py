@@ -56,6 +56,8 @@ def test_memory_min_above_max_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("ORCH_HOST", "", "ORCH_HOST=''"),
         ("ORCH_LLM_PROVIDER", "gpt5", "ORCH_LLM_PROVIDER='gpt5'"),
         ("ORCH_RATE_LIMIT", "abc", "ORCH_RATE_LIMIT='abc'"),
+        ("ORCH_RATE_LIMIT", "0 per minute", "ORCH_RATE_LIMIT='0 per minute'"),
+        ("ORCH_RATE_LIMIT", "10 per second; 0/hour", "ORCH_RATE_LIMIT='10 per second; 0/hour'"),
         ("ORCH_RATE_LIMIT_STORAGE_URL", "mysql://x", "ORCH_RATE_LIMIT_STORAGE_URL"),
         ("ORCH_LOG_LEVEL", "LOUD", "ORCH_LOG_LEVEL='LOUD'"),
         ("ORCH_REQUIRE_BEARER", "maybe", "ORCH_REQUIRE_BEARER='maybe'"),
