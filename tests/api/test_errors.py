@@ -81,6 +81,24 @@ async def test_wrong_method_is_405_envelope(client: httpx.AsyncClient) -> None:
     assert response.headers["allow"] == "POST"
 
 
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/memory", "DELETE, GET, POST"),
+        ("/v1/memory/00000000-0000-0000-0000-000000000000", "DELETE, GET"),
+        ("/v1/agents/holly/chat", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_the_path_takes(
+    app_factory: Callable[..., FastAPI], path: str, allow: str
+) -> None:
+    # Each method of a path is its own route: the header named only the first one (GET).
+    async with running(app_factory(memory_enabled=True)) as client:
+        response = await client.put(path)
+    assert_envelope(response, 405, type_="invalid_request_error")
+    assert response.headers["allow"] == allow
+
+
 async def test_body_over_the_limit_is_413_by_content_length(app_factory: Callable[..., FastAPI]) -> None:
     async with running(app_factory(max_request_bytes=200)) as client:
         big = {"messages": [{"role": "user", "content": "x" * 500}]}
