@@ -170,6 +170,37 @@ async def test_the_api_docs_describe_errors_as_they_are_sent(client: httpx.Async
     assert "400" in schema["paths"]["/v1/trust/events"]["get"]["responses"]
 
 
+async def test_the_api_docs_list_every_status_a_route_answers(client: httpx.AsyncClient) -> None:
+    """A schema-driven client (or fuzzer) must not meet a status the schema does not list: the
+    403 of the other credential, 429, 503 on every route behind the bearer; 413/415 where a body is
+    read; 404 for a path id; 409 where a decision may already have been taken; and an agent chat
+    may stream."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = set(operation["responses"])
+            if path not in ("/health", "/ready"):
+                assert {"403", "429", "503"} <= responses, (path, method)
+            if "requestBody" in operation:
+                assert {"413", "415"} <= responses, (path, method)
+            if "{" in path:
+                assert "404" in responses, (path, method)
+    for path in ("/v1/tools/approvals/{approval_id}/approve", "/v1/tools/approvals/{approval_id}/deny"):
+        assert "409" in paths[path]["post"]["responses"]
+    assert "409" in paths["/v1/review/{item_id}/resolve"]["post"]["responses"]
+    for path, method in [
+        ("/v1/tools/execute", "post"),
+        ("/v1/tools/approve", "post"),
+        ("/v1/audit/verify", "post"),
+        ("/v1/trust/ledger", "get"),
+        ("/v1/chat/completions", "post"),
+    ]:
+        assert "404" in paths[path][method]["responses"], path
+    agent_chat = paths["/v1/agents/{name}/chat"]["post"]["responses"]
+    assert "text/event-stream" in agent_chat["200"]["content"]
+    assert paths["/echo"]["post"]["requestBody"]["required"] is False  # an empty body echoes ""
+
+
 async def abandoned_request(app: FastAPI, path: str, authorization: str) -> list[dict[str, Any]]:
     """POST ``path`` announcing 100 bytes, send 14, then go away; what the app sent back."""
     messages = [{"type": "http.request", "body": b'{"messages": [', "more_body": True}, {"type": "http.disconnect"}]
