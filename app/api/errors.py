@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from app.errors import (
+    PARAM_MAX_CHARS,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
@@ -24,6 +25,7 @@ from app.errors import (
     PayloadTooLarge,
 )
 from app.observability.logging import get_logger
+from app.scrub import cap_text
 
 log = get_logger("errors")
 
@@ -61,6 +63,8 @@ def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
 def validation_message(errors: list[Any]) -> InvalidRequest:
     first = errors[0] if errors else {}
     param = param_from_loc(first.get("loc", ()))
+    if param is not None:
+        param = cap_text(param, PARAM_MAX_CHARS)[0]
     message = str(first.get("msg", "Invalid request."))
     text = f"Invalid value for '{param}': {message}" if param else message
     if len(errors) > 1:

@@ -247,3 +247,19 @@ async def test_a_client_that_leaves_mid_body_is_not_a_server_error(
         metrics = (await client.get("/metrics")).text
     assert 'status="499"' in metrics and "orch_errors_total{" not in metrics
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_made_up_key_is_not_echoed_whole(app_factory: Callable[..., FastAPI]) -> None:
+    """An unknown field or tool argument named by an 800 kB key: the error names it shortened (it
+    came back whole twice, in `message` and `param`: a 1.6 MB error body)."""
+    key = "k" * 800_000
+    async with running(app_factory(memory_enabled=True)) as client:
+        for path, body in [
+            ("/v1/memory", {"content": "a perfectly fine memory", key: 1}),
+            ("/v1/tools/execute", {"name": "echo", "args": {"message": "hi", key: 1}}),
+            ("/v1/tools/execute", {"name": "echo", key: 1}),
+        ]:
+            response = await client.post(path, json=body)
+            error = assert_envelope(response, 400)
+            assert len(response.content) < 2_000, (path, len(response.content))
+            assert error["param"].startswith(("kkk", "args.kkk")) and error["param"].endswith("...[truncated]")
