@@ -11,6 +11,11 @@ from typing import Any, ClassVar
 
 import orjson
 
+# A field path (``messages[0].role``) is short; a longer ``param`` is a key the caller made up
+# (an unknown field, an unknown tool argument): echoed whole, an 800 kB key came back twice in a
+# 1.6 MB error body, and into the receipt of a tool call.
+PARAM_MAX_CHARS = 200
+
 
 class OrchestratorError(Exception):
     """Base class: an HTTP status, an OpenAI error ``type`` and a short machine ``code``."""

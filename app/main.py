@@ -42,6 +42,11 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=None,
+        # Starlette answers a path with a trailing slash (``/v1/memory/``, an empty id) with a 307
+        # to the path without it, keeping the method: a client that follows redirects turned a
+        # ``DELETE /v1/memory/{id}`` whose id was empty into ``DELETE /v1/memory`` (forget
+        # everything). Such a path is an unknown route: 404 in the envelope.
+        redirect_slashes=False,
     )
     tracer_provider = None
     if settings.otel_enabled:

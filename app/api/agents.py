@@ -110,7 +110,14 @@ async def get_agent(name: AgentName, state: StateDep, _: ApiCallerDep) -> dict[s
     "Also served at `/v1/agents/{name}/chat/completions` for OpenAI SDKs (`base_url=.../v1/agents/<name>`).",
     openapi_extra=json_body_doc(ChatCompletionRequest),
     response_model=None,
-    responses={200: {"description": "A `chat.completion` with `agent`, or an SSE stream."}},
+    responses={
+        200: {
+            "description": "A `chat.completion` with `agent`, or an SSE stream.",
+            "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+        },
+        502: {"description": "The model provider failed."},
+        504: {"description": "The model provider timed out."},
+    },
 )
 @router.post("/agents/{name}/chat/completions", include_in_schema=False, response_model=None)
 async def agent_chat(name: AgentName, request: Request, state: StateDep, principal: ApiCallerDep) -> Response:

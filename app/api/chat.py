@@ -84,6 +84,7 @@ OPENAPI: dict[str, Any] = {
             },
             "400": {"description": "Invalid request (the OpenAI error envelope, `param` names the field)."},
             "401": {"description": "Missing or invalid bearer token."},
+            "404": {"description": 'No such agent (`model: "agent:<name>"`).'},
             "429": {"description": "Rate limited (`Retry-After`)."},
             "502": {"description": "The model provider failed."},
             "503": {"description": "API disabled, provider circuit open, or network disabled."},

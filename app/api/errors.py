@@ -13,8 +13,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from app.errors import (
+    PARAM_MAX_CHARS,
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
@@ -23,6 +25,7 @@ from app.errors import (
     PayloadTooLarge,
 )
 from app.observability.logging import get_logger
+from app.scrub import cap_text
 
 log = get_logger("errors")
 
@@ -60,6 +63,8 @@ def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
 def validation_message(errors: list[Any]) -> InvalidRequest:
     first = errors[0] if errors else {}
     param = param_from_loc(first.get("loc", ()))
+    if param is not None:
+        param = cap_text(param, PARAM_MAX_CHARS)[0]
     message = str(first.get("msg", "Invalid request."))
     text = f"Invalid value for '{param}': {message}" if param else message
     if len(errors) > 1:
@@ -91,11 +96,26 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
         error.headers.update(exc.headers or {})
+        allowed = _allowed_methods(request)
+        if allowed:
+            error.headers["Allow"] = allowed
     elif exc.status_code == 413:
         error = PayloadTooLarge(str(exc.detail))
     else:
         error = InvalidRequest(str(exc.detail), status=exc.status_code)
     return error_response(error)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes. Starlette's ``Allow`` names only the first route whose path
+    matched, and each method of a path is its own route here: ``PUT /v1/memory`` said
+    ``Allow: GET`` although the path takes DELETE and POST too."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -34,15 +34,37 @@ class ErrorEnvelope(BaseModel):
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorEnvelope")}}}
 _INVALID = {"description": "Invalid request (`param` names the field).", "content": _ERROR_CONTENT}
 _UNAUTHENTICATED = {"description": "Missing or invalid bearer token.", "content": _ERROR_CONTENT}
+# What every route behind the bearer can answer, whatever it does: the other credential (an
+# approver's token on a caller route, a caller's on an approver route, ...), the rate limit, and
+# the kill switch or a database outage.
+_AUTHENTICATED_ERRORS = {
+    "403": "This credential may not use this route (see `code`).",
+    "429": "Rate limited (`Retry-After`).",
+    "503": "The API is disabled, the feature is off, or a database is unavailable (see `code`).",
+}
+_BODY_ERRORS = {
+    "413": "The body is over ORCH_MAX_REQUEST_BYTES.",
+    "415": "A compressed body (`Content-Encoding`).",
+}
+NOT_FOUND = {"description": "No such resource (see `code`)."}
+CONFLICT = {"description": "The resource is no longer in a state that allows this (see `code`)."}
 
 
 def _document_errors(operation: dict[str, Any], *, public: bool) -> None:
-    """FastAPI documents its own 422 validation body; the service answers 400 with the envelope."""
+    """FastAPI documents its own 422 validation body; the service answers 400 with the envelope.
+    The statuses every route can answer are added here, so that the schema lists what is sent."""
     responses = operation.setdefault("responses", {})
     if responses.pop("422", None) is not None or "requestBody" in operation:
         responses.setdefault("400", _INVALID)
     if not public:
         responses.setdefault("401", _UNAUTHENTICATED)
+        for status, description in _AUTHENTICATED_ERRORS.items():
+            responses.setdefault(status, {"description": description})
+    if "requestBody" in operation:
+        for status, description in _BODY_ERRORS.items():
+            responses.setdefault(status, {"description": description})
+    if any(parameter.get("in") == "path" for parameter in operation.get("parameters", ())):
+        responses.setdefault("404", dict(NOT_FOUND))
     for status, response in responses.items():
         if not status.startswith("2"):
             response.setdefault("content", _ERROR_CONTENT)  # every error is the envelope

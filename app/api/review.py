@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
-from app.api.openapi import json_body_doc
+from app.api.openapi import CONFLICT, json_body_doc
 from app.deps import ApiCallerOrApproverDep, ApproverDep, StateDep
 from app.errors import ServiceUnavailable
 from app.routing.review import ReviewService
@@ -68,6 +68,7 @@ async def get_review(item_id: ItemId, principal: ApiCallerOrApproverDep, review:
     "/review/{item_id}/resolve",
     summary="Resolve a review item with the route it should take (approver)",
     openapi_extra=json_body_doc(ResolveRequest),
+    responses={409: CONFLICT},
 )
 async def resolve_review(item_id: ItemId, request: Request, approver: ApproverDep, review: ReviewDep) -> dict[str, Any]:
     body = validate(ResolveRequest, await read_json_object(request))

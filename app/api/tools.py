@@ -14,7 +14,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from app.api.body import read_json_object, validate
-from app.api.openapi import json_body_doc
+from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
 from app.auth import Principal
 from app.deps import ApiCallerDep, ApproverDep, StateDep, request_id
 from app.errors import InvalidRequest, NotFound
@@ -120,6 +120,7 @@ async def list_tools(state: StateDep, _: ApiCallerDep) -> dict[str, Any]:
     "/execute",
     summary="Run a tool (policy, approval, sandbox)",
     openapi_extra=json_body_doc(ToolExecuteRequest),
+    responses={404: NOT_FOUND},
 )
 async def execute(request: Request, state: StateDep, principal: ApiCallerDep) -> dict[str, Any]:
     """``{"result": {"status": "ok" | "error", "tool", "result" | "error", "truncated", "trace_id"}}``.
@@ -177,6 +178,7 @@ def _record_decision(state: AppState, approver: Principal, request: Request, rou
     "/approve",
     summary="Approve a tool call: a single-use token bound to the tool and its arguments (approver only)",
     openapi_extra=json_body_doc(ToolApproveRequest),
+    responses={404: NOT_FOUND},
 )
 async def approve(request: Request, state: StateDep, approver: ApproverDep) -> dict[str, Any]:
     """``{approval_id, tool, args_hash, created_at, expires_at, status: "approved"}``; pass
@@ -261,6 +263,7 @@ async def _decide(
     "/approvals/{approval_id}/approve",
     summary="Approve a pending request (approver only)",
     openapi_extra=json_body_doc(ApprovalDecisionRequest),
+    responses={409: CONFLICT},
 )
 async def approve_pending(
     request: Request, state: StateDep, approver: ApproverDep, approval_id: ApprovalIdPath
@@ -276,6 +279,7 @@ async def approve_pending(
     "/approvals/{approval_id}/deny",
     summary="Refuse a pending (or approved, unused) request (approver only)",
     openapi_extra=json_body_doc(ApprovalDenyRequest),
+    responses={409: CONFLICT},
 )
 async def deny(request: Request, state: StateDep, approver: ApproverDep, approval_id: ApprovalIdPath) -> dict[str, Any]:
     body = validate(ApprovalDenyRequest, await _optional_body(request))

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
-from app.api.openapi import json_body_doc
+from app.api.openapi import NOT_FOUND, json_body_doc
 from app.auth import OWNER_ID, Principal
 from app.deps import ApiCallerDep, StateDep
 from app.errors import PermissionDenied, ServiceUnavailable
@@ -102,7 +102,7 @@ LedgerFrom = Annotated[int | None, Query(alias="from", ge=1, le=_MAX_SEQ)]
 LedgerTo = Annotated[int | None, Query(alias="to", ge=1, le=_MAX_SEQ)]
 
 
-@router.get("/trust/ledger", summary="A range of the global ledger as a bundle")
+@router.get("/trust/ledger", summary="A range of the global ledger as a bundle", responses={404: NOT_FOUND})
 async def ledger(
     trust: TrustDep, caller: ApiCallerDep, first: LedgerFrom = None, last: LedgerTo = None
 ) -> dict[str, Any]:
@@ -110,7 +110,11 @@ async def ledger(
     return await trust.export_ledger(first, last)
 
 
-@router.get("/trust/ledger/verify", summary="Verify the ledger and that every trace it lists is intact")
+@router.get(
+    "/trust/ledger/verify",
+    summary="Verify the ledger and that every trace it lists is intact",
+    responses={404: NOT_FOUND},
+)
 async def ledger_verify(
     trust: TrustDep, caller: ApiCallerDep, first: LedgerFrom = None, last: LedgerTo = None
 ) -> dict[str, Any]:
@@ -126,6 +130,7 @@ class AuditRequest(BaseModel):
     "/audit/verify",
     summary="Was a trace served under the policy now on disk?",
     openapi_extra=json_body_doc(AuditRequest),
+    responses={404: NOT_FOUND},
 )
 async def audit_verify(request: Request, trust: AuditDep, caller: ApiCallerDep) -> dict[str, Any]:
     body = validate(AuditRequest, await read_json_object(request))

@@ -17,6 +17,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
+from app.errors import PARAM_MAX_CHARS
 from app.scrub import cap_text, redact_text
 
 _DETAIL_MAX_CHARS = 300  # schema messages quote the offending value: keep them short
@@ -84,7 +85,7 @@ def _param(path: Iterable[Any]) -> str:
     text = "args"
     for item in path:
         text += f"[{item}]" if isinstance(item, int) else f".{item}"
-    return text
+    return cap_text(text, PARAM_MAX_CHARS)[0]
 
 
 MAX_ARGS_DEPTH = 64

@@ -81,6 +81,24 @@ async def test_wrong_method_is_405_envelope(client: httpx.AsyncClient) -> None:
     assert response.headers["allow"] == "POST"
 
 
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/v1/memory", "DELETE, GET, POST"),
+        ("/v1/memory/00000000-0000-0000-0000-000000000000", "DELETE, GET"),
+        ("/v1/agents/holly/chat", "POST"),
+    ],
+)
+async def test_a_405_allows_every_method_the_path_takes(
+    app_factory: Callable[..., FastAPI], path: str, allow: str
+) -> None:
+    # Each method of a path is its own route: the header named only the first one (GET).
+    async with running(app_factory(memory_enabled=True)) as client:
+        response = await client.put(path)
+    assert_envelope(response, 405, type_="invalid_request_error")
+    assert response.headers["allow"] == allow
+
+
 async def test_body_over_the_limit_is_413_by_content_length(app_factory: Callable[..., FastAPI]) -> None:
     async with running(app_factory(max_request_bytes=200)) as client:
         big = {"messages": [{"role": "user", "content": "x" * 500}]}
@@ -152,6 +170,37 @@ async def test_the_api_docs_describe_errors_as_they_are_sent(client: httpx.Async
     assert "400" in schema["paths"]["/v1/trust/events"]["get"]["responses"]
 
 
+async def test_the_api_docs_list_every_status_a_route_answers(client: httpx.AsyncClient) -> None:
+    """A schema-driven client (or fuzzer) must not meet a status the schema does not list: the
+    403 of the other credential, 429, 503 on every route behind the bearer; 413/415 where a body is
+    read; 404 for a path id; 409 where a decision may already have been taken; and an agent chat
+    may stream."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            responses = set(operation["responses"])
+            if path not in ("/health", "/ready"):
+                assert {"403", "429", "503"} <= responses, (path, method)
+            if "requestBody" in operation:
+                assert {"413", "415"} <= responses, (path, method)
+            if "{" in path:
+                assert "404" in responses, (path, method)
+    for path in ("/v1/tools/approvals/{approval_id}/approve", "/v1/tools/approvals/{approval_id}/deny"):
+        assert "409" in paths[path]["post"]["responses"]
+    assert "409" in paths["/v1/review/{item_id}/resolve"]["post"]["responses"]
+    for path, method in [
+        ("/v1/tools/execute", "post"),
+        ("/v1/tools/approve", "post"),
+        ("/v1/audit/verify", "post"),
+        ("/v1/trust/ledger", "get"),
+        ("/v1/chat/completions", "post"),
+    ]:
+        assert "404" in paths[path][method]["responses"], path
+    agent_chat = paths["/v1/agents/{name}/chat"]["post"]["responses"]
+    assert "text/event-stream" in agent_chat["200"]["content"]
+    assert paths["/echo"]["post"]["requestBody"]["required"] is False  # an empty body echoes ""
+
+
 async def abandoned_request(app: FastAPI, path: str, authorization: str) -> list[dict[str, Any]]:
     """POST ``path`` announcing 100 bytes, send 14, then go away; what the app sent back."""
     messages = [{"type": "http.request", "body": b'{"messages": [', "more_body": True}, {"type": "http.disconnect"}]
@@ -198,3 +247,19 @@ async def test_a_client_that_leaves_mid_body_is_not_a_server_error(
         metrics = (await client.get("/metrics")).text
     assert 'status="499"' in metrics and "orch_errors_total{" not in metrics
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_made_up_key_is_not_echoed_whole(app_factory: Callable[..., FastAPI]) -> None:
+    """An unknown field or tool argument named by an 800 kB key: the error names it shortened (it
+    came back whole twice, in `message` and `param`: a 1.6 MB error body)."""
+    key = "k" * 800_000
+    async with running(app_factory(memory_enabled=True)) as client:
+        for path, body in [
+            ("/v1/memory", {"content": "a perfectly fine memory", key: 1}),
+            ("/v1/tools/execute", {"name": "echo", "args": {"message": "hi", key: 1}}),
+            ("/v1/tools/execute", {"name": "echo", key: 1}),
+        ]:
+            response = await client.post(path, json=body)
+            error = assert_envelope(response, 400)
+            assert len(response.content) < 2_000, (path, len(response.content))
+            assert error["param"].startswith(("kkk", "args.kkk")) and error["param"].endswith("...[truncated]")

@@ -272,6 +272,27 @@ async def test_bad_input_gets_the_envelope_and_stores_nothing(
     assert await backend.fetch("SELECT id FROM memory_candidates") == []
 
 
+async def test_a_trailing_slash_is_an_unknown_route_not_a_redirect_to_forget_everything(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    # ``DELETE /v1/memory/{id}`` with an empty id used to be a 307 to ``DELETE /v1/memory``, which
+    # a client that follows redirects (requests, httpx, curl -L) sent: every memory was deleted.
+    async with running(app_factory(**STRICT)) as client:
+        stored = await client.post(MEMORY, json={"content": "remember that the boat is blue"})
+        assert stored.status_code == 201, stored.text
+        for method, path in [
+            ("DELETE", MEMORY + "/"),
+            ("DELETE", MEMORY + "/%2F"),
+            ("GET", MEMORY + "/"),
+            ("GET", "/v1/models/"),
+            ("POST", CHAT + "/"),
+        ]:
+            response = await client.request(method, path, follow_redirects=True)
+            assert response.history == [], (method, path)
+            assert_envelope(response, 404, type_="not_found_error")
+        assert [m["id"] for m in (await client.get(MEMORY)).json()["data"]] == [stored.json()["memory"]["id"]]
+
+
 async def test_expired_memories_are_never_returned_and_are_purged(
     app_factory: Callable[..., FastAPI], backend: Backend
 ) -> None:
