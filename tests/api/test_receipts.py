@@ -274,6 +274,31 @@ async def test_deleted_newest_ledger_entries_are_detected(
     assert not emptied["verified"] and emptied["reason"] == "ledger_broken" and emptied["broken_at"] == 1
 
 
+async def test_deleted_newest_ledger_entries_are_detected_after_an_upgrade_from_random_trace_ids(
+    app_factory: Callable[..., FastAPI], backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions before 6c4b682 gave traces random (version 4) ids, most of which sort after every
+    time-ordered id: on a database they wrote, "the newest traces by id" were old ones forever,
+    and the newest ledger entries could be deleted unseen."""
+    import app.tracing.tracer as tracer_module
+    from app.ids import new_time_uuid, new_uuid
+
+    monkeypatch.setattr(trust_module, "RECENT_TRACES_CHECKED", 2)
+    async with panel(app_factory, backend) as (client, state):
+        monkeypatch.setattr(tracer_module, "new_time_uuid", lambda: "f" + new_uuid()[1:])  # the old version
+        for _ in range(3):
+            await chat(client, state)
+        monkeypatch.setattr(tracer_module, "new_time_uuid", new_time_uuid)  # upgraded
+        for _ in range(3):
+            await chat(client, state)
+        intact = (await client.get("/v1/trust/ledger/verify")).json()
+        await backend.execute("DELETE FROM trace_ledger WHERE seq >= 5")
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+    assert intact["verified"] and intact["entries"] == 6, intact
+    assert not ledger["verified"] and ledger["reason"] == "ledger_broken" and ledger["broken_at"] == 5, ledger
+    assert "entry 6" in ledger["detail"]
+
+
 async def test_a_trace_whose_start_was_dropped_never_reaches_the_ledger(
     app_factory: Callable[..., FastAPI], backend: Backend
 ) -> None:
