@@ -397,6 +397,36 @@ async def test_a_streamed_chat_finishes_its_receipt_and_the_ledger_agrees(
     assert run_verifier(path).returncode == 0
 
 
+async def test_a_stream_whose_finish_an_older_version_did_not_record_verifies_in_the_ledger(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """Versions before 6ad447e wrote a stream's ledger entry but left its trace row unfinished
+    (finished_at, step_count and head_hash empty) when its start and end shared a batch, which they
+    nearly always did. After an upgrade the ledger must still verify over such traces, by their
+    chain, as GET /v1/trust/verify does; an edited step in one is still caught."""
+    async with panel(app_factory, backend) as (client, state):
+        await chat(client, state)
+        async with client.stream("POST", CHAT, json={**HELLO, "stream": True}) as response:
+            lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+        trace_id = json.loads(lines[0][len("data: ") :])["request_id"]
+        await chat(client, state)
+        await state.tracer.flush()
+        # What the older version left behind:
+        await backend.execute(
+            "UPDATE traces SET finished_at = NULL, step_count = NULL, head_hash = NULL WHERE id = $1", trace_id
+        )
+        one = await verify(client, trace_id)
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        await backend.execute(
+            "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1 AND seq = 2",
+            trace_id,
+        )
+        edited = (await client.get("/v1/trust/ledger/verify")).json()
+    assert one["verified"], one
+    assert ledger["verified"] and ledger["reason"] == "intact" and ledger["entries"] == 3, ledger
+    assert not edited["verified"] and edited["reason"] == "ledger_mismatch" and edited["broken_at"] == 2, edited
+
+
 async def test_unknown_and_malformed_trace_ids(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
     async with panel(app_factory, backend) as (client, _):
         unknown = str(uuid.uuid4())
