@@ -36,3 +36,10 @@ def new_time_uuid() -> str:
     value = (value & ~(0xF << 76) & ~(0x3 << 62)) | (0x7 << 76) | (0x2 << 62)
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def time_uuid_ceiling(at_ns: int) -> str:
+    """The greatest time-ordered UUID string of the millisecond ``at_ns`` falls in (what it sorts
+    before, as text, is every trace id made up to then)."""
+    h = f"{at_ns // 1_000_000:012x}"
+    return f"{h[:8]}-{h[8:12]}-ffff-ffff-ffffffffffff"

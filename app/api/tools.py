@@ -20,7 +20,7 @@ from app.deps import ApiCallerDep, ApproverDep, StateDep, request_id
 from app.errors import InvalidRequest, NotFound
 from app.lifespan import AppState
 from app.settings import MAX_APPROVAL_TTL_SEC
-from app.tools.approvals import STATUSES, Approval, ApprovalConflict, approval_ref
+from app.tools.approvals import STATUSES, Approval, ApprovalConflict, NotReviewable, approval_ref
 from app.tools.registry import args_hash
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
@@ -272,7 +272,10 @@ async def approve_pending(
     body = validate(ApprovalDecisionRequest, await _optional_body(request))
     decision = state.tools.approvals.approve(approval_id, approver=approver.id, ttl=body.ttl_seconds)
     route = "/v1/tools/approvals/{approval_id}/approve"
-    return await _decide(state, approver, request, route, decision, allowed="a pending request can be approved")
+    try:
+        return await _decide(state, approver, request, route, decision, allowed="a pending request can be approved")
+    except NotReviewable as refused:
+        raise InvalidRequest(refused.detail, status=409, param="approval_id", code="arguments_not_reviewable") from None
 
 
 @router.post(

@@ -172,6 +172,12 @@ class Approval:
             consumed_at=row["consumed_at"],
         )
 
+    def shows_what_runs(self) -> bool:
+        """Whether the arguments a reviewer is shown are exactly those the approval binds. Always
+        so for requests raised by this version; not for one an older version (before 9030ad7)
+        stored redacted or cut for review and left pending."""
+        return self.args_json is not None and hashlib.sha256(self.args_json.encode()).hexdigest() == self.args_hash
+
     def issued(self) -> dict[str, Any]:
         """The fields of ``POST /v1/tools/approve`` (the original's response)."""
         return {
@@ -332,7 +338,17 @@ class ApprovalStore:
         raise ApprovalConflict(current)
 
     async def approve(self, approval_id: str, *, approver: str, ttl: int | None = None) -> Approval:
-        """pending -> approved, valid for ``ttl`` seconds from now."""
+        """pending -> approved, valid for ``ttl`` seconds from now. Raises NotReviewable for a
+        request whose stored arguments are not what would run (a request can only be denied)."""
+        current = await self.get(approval_id)
+        if current is not None and current.status == PENDING and not current.shows_what_runs():
+            # A request's arguments never change once stored, so checking before the UPDATE is safe.
+            raise NotReviewable(
+                "not_as_shown",
+                "The arguments shown for this request are not exactly the ones it would run (it was "
+                "stored by an older version, which redacted or cut them for review), so it cannot be "
+                "approved: deny it, and the caller can ask again.",
+            )
         return await self._decide(
             approval_id,
             "UPDATE tool_approvals SET status = 'approved', decided_by = $3, decided_at = $2, expires_at = $4"

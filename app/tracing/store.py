@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
 from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction
 from app.db.migrations import Migration, migrate
+from app.ids import time_uuid_ceiling
 from app.tracing.chain import GENESIS, ledger_canonical, link
 
 COMPONENT = "traces"
+_CLOCK_AHEAD_NS = 86_400 * 10**9  # trace ids a replica with a clock up to a day ahead made still count as newest
 
 MIGRATIONS = (
     Migration(
@@ -182,9 +185,16 @@ class TraceStore:
 
     async def newest_recorded_ledger_seq(self, window: int) -> int | None:
         """The highest ledger entry recorded by the newest ``window`` traces (ids are time-ordered),
-        a bounded read however large the table."""
+        a bounded read however large the table.
+
+        Versions before 6c4b682 gave traces random (version 4) ids, and most of those sort after
+        every time-ordered id: on a database such a version wrote, the highest ids would be old
+        traces for good. Ids past the present (plus a day for clocks ahead) are left out."""
+        ceiling = time_uuid_ceiling(time.time_ns() + _CLOCK_AHEAD_NS)
         row = await self.db.fetch_one(
-            "SELECT MAX(ledger_seq) AS seq FROM (SELECT ledger_seq FROM traces ORDER BY id DESC LIMIT $1) recent",
+            "SELECT MAX(ledger_seq) AS seq FROM"
+            " (SELECT ledger_seq FROM traces WHERE id <= $1 ORDER BY id DESC LIMIT $2) recent",
+            ceiling,
             window,
         )
         return int(row["seq"]) if row and row["seq"] is not None else None

@@ -397,3 +397,47 @@ async def test_approval_decisions_leave_receipts(app_factory: Callable[..., Fast
     # receipts are readable by callers: a live bearer token is named by a hash, never by its value
     assert payload["approval_id"] is None and payload["approval_ref"] == approval_ref(approval["approval_id"])
     assert approval["approval_id"] not in str(events)
+
+
+async def test_a_request_left_pending_by_an_older_version_with_hidden_arguments_cannot_be_approved(
+    app_factory: Callable[..., FastAPI], tmp_path: Path, backend: Backend
+) -> None:
+    """Versions before 9030ad7 stored a caller's request with its arguments redacted for review
+    (text between two private-key markers became ``[REDACTED]``) while the approval bound the real
+    arguments. Such a request, still pending when the current version starts, must not be
+    approvable: the person would approve code they were never shown."""
+    import hashlib
+    import time
+
+    import orjson
+
+    from app.scrub import scrub
+
+    hidden = {"code": "import os\n# -----BEGIN RSA PRIVATE KEY-----\nos.remove('x')\n# -----END RSA PRIVATE KEY-----\n"}
+    shown_then = orjson.dumps(scrub(hidden, pii=False), option=orjson.OPT_SORT_KEYS).decode()  # as 1b9af4d stored it
+    assert "os.remove" not in shown_then
+    plain = {"code": "print(1)"}
+    async with tools_app(app_factory, tmp_path, backend) as (client, state):
+        now = time.time()
+        for approval_id, args, stored in (("apr_oldhidden", hidden, shown_then), ("apr_oldplain", plain, None)):
+            text = orjson.dumps(args, option=orjson.OPT_SORT_KEYS)
+            async with state.tools.approvals.db.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO tool_approvals (approval_id, tool_name, args_hash, args_json, status, created_at,"
+                    " expires_at, requested_by) VALUES ($1, $2, $3, $4, 'pending', $5, $6, 'owner')",
+                    approval_id,
+                    "python_exec",
+                    hashlib.sha256(text).hexdigest(),
+                    stored if stored is not None else text.decode(),
+                    now,
+                    now + 900,
+                )
+        refused = await client.post(f"{APPROVALS}/apr_oldhidden/approve", headers=APPROVER_HEADERS)
+        error = assert_envelope(refused, 409, param="approval_id")
+        still = (await client.get(f"{APPROVALS}/apr_oldhidden", headers=APPROVER_HEADERS)).json()
+        denied = await client.post(f"{APPROVALS}/apr_oldhidden/deny", headers=APPROVER_HEADERS)
+        plain_ok = await client.post(f"{APPROVALS}/apr_oldplain/approve", headers=APPROVER_HEADERS)
+    assert error["code"] == "arguments_not_reviewable", error
+    assert still["status"] == "pending"
+    assert denied.status_code == 200 and denied.json()["status"] == "denied"
+    assert plain_ok.status_code == 200 and plain_ok.json()["status"] == "approved"  # shown exactly: still approvable

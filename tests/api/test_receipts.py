@@ -274,6 +274,31 @@ async def test_deleted_newest_ledger_entries_are_detected(
     assert not emptied["verified"] and emptied["reason"] == "ledger_broken" and emptied["broken_at"] == 1
 
 
+async def test_deleted_newest_ledger_entries_are_detected_after_an_upgrade_from_random_trace_ids(
+    app_factory: Callable[..., FastAPI], backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions before 6c4b682 gave traces random (version 4) ids, most of which sort after every
+    time-ordered id: on a database they wrote, "the newest traces by id" were old ones forever,
+    and the newest ledger entries could be deleted unseen."""
+    import app.tracing.tracer as tracer_module
+    from app.ids import new_time_uuid, new_uuid
+
+    monkeypatch.setattr(trust_module, "RECENT_TRACES_CHECKED", 2)
+    async with panel(app_factory, backend) as (client, state):
+        monkeypatch.setattr(tracer_module, "new_time_uuid", lambda: "f" + new_uuid()[1:])  # the old version
+        for _ in range(3):
+            await chat(client, state)
+        monkeypatch.setattr(tracer_module, "new_time_uuid", new_time_uuid)  # upgraded
+        for _ in range(3):
+            await chat(client, state)
+        intact = (await client.get("/v1/trust/ledger/verify")).json()
+        await backend.execute("DELETE FROM trace_ledger WHERE seq >= 5")
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+    assert intact["verified"] and intact["entries"] == 6, intact
+    assert not ledger["verified"] and ledger["reason"] == "ledger_broken" and ledger["broken_at"] == 5, ledger
+    assert "entry 6" in ledger["detail"]
+
+
 async def test_a_trace_whose_start_was_dropped_never_reaches_the_ledger(
     app_factory: Callable[..., FastAPI], backend: Backend
 ) -> None:
@@ -370,6 +395,36 @@ async def test_a_streamed_chat_finishes_its_receipt_and_the_ledger_agrees(
     path = tmp_path / "stream.json"
     path.write_text(json.dumps(bundle))
     assert run_verifier(path).returncode == 0
+
+
+async def test_a_stream_whose_finish_an_older_version_did_not_record_verifies_in_the_ledger(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """Versions before 6ad447e wrote a stream's ledger entry but left its trace row unfinished
+    (finished_at, step_count and head_hash empty) when its start and end shared a batch, which they
+    nearly always did. After an upgrade the ledger must still verify over such traces, by their
+    chain, as GET /v1/trust/verify does; an edited step in one is still caught."""
+    async with panel(app_factory, backend) as (client, state):
+        await chat(client, state)
+        async with client.stream("POST", CHAT, json={**HELLO, "stream": True}) as response:
+            lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
+        trace_id = json.loads(lines[0][len("data: ") :])["request_id"]
+        await chat(client, state)
+        await state.tracer.flush()
+        # What the older version left behind:
+        await backend.execute(
+            "UPDATE traces SET finished_at = NULL, step_count = NULL, head_hash = NULL WHERE id = $1", trace_id
+        )
+        one = await verify(client, trace_id)
+        ledger = (await client.get("/v1/trust/ledger/verify")).json()
+        await backend.execute(
+            "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1 AND seq = 2",
+            trace_id,
+        )
+        edited = (await client.get("/v1/trust/ledger/verify")).json()
+    assert one["verified"], one
+    assert ledger["verified"] and ledger["reason"] == "intact" and ledger["entries"] == 3, ledger
+    assert not edited["verified"] and edited["reason"] == "ledger_mismatch" and edited["broken_at"] == 2, edited
 
 
 async def test_unknown_and_malformed_trace_ids(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
