@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import CONFLICT, json_body_doc
@@ -38,6 +38,9 @@ ItemId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 class ResolveRequest(BaseModel):
+    # A misspelt field ("notes") is refused rather than dropped, as on the other request bodies.
+    model_config = ConfigDict(extra="forbid")
+
     route: str = Field(
         min_length=1,
         max_length=300,

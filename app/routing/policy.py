@@ -144,7 +144,9 @@ class Target:
         if kind == "tool" and not TOOL_NAME.match(name):
             raise ValueError(f"{name!r} is not a tool name")
         if len(name) > 256:
-            raise ValueError("the route name is too long")
+            raise ValueError("the route name is longer than 256 characters")
+        if not name.isprintable():
+            raise ValueError(f"{name!r} has a control character")
         return Target(kind, name.lower() if kind == "agent" else name)  # type: ignore[arg-type]
 
 

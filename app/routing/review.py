@@ -108,7 +108,7 @@ class ReviewService:
         try:
             target = Target.parse(route)
         except ValueError as exc:
-            raise InvalidRequest(f"{exc}, or reject.", param="route", code="invalid_route") from None
+            raise InvalidRequest(f"Invalid route: {exc} (or 'reject').", param="route", code="invalid_route") from None
         if target.kind == "agent" and (target.name or "") not in self.agents:
             raise InvalidRequest(f"There is no agent named '{target.name}'.", param="route", code="invalid_route")
         if target.kind == "tool" and target.name not in self.tools:

@@ -202,6 +202,14 @@ async def test_the_review_queue_end_to_end(
         unknown_tool = await client.post(resolve, json={"route": "tool:does_not_exist"}, headers=APPROVER)
         assert assert_envelope(unknown_tool, 400, param="route")["code"] == "invalid_route"
         assert_envelope(await client.post(resolve, json={}, headers=APPROVER), 400, param="route")
+        misspelt = await client.post(resolve, json={"route": "provider", "notes": "x"}, headers=APPROVER)
+        assert_envelope(misspelt, 400, param="notes")
+        control = await client.post(resolve, json={"route": "model:\u0000"}, headers=APPROVER)
+        assert "control character" in assert_envelope(control, 400, param="route")["message"]
+        too_long = await client.post(resolve, json={"route": "model:" + "m" * 257}, headers=APPROVER)
+        assert assert_envelope(too_long, 400, param="route")["message"] == (
+            "Invalid route: the route name is longer than 256 characters (or 'reject')."
+        )
         assert_envelope(await client.post(resolve, content=b"[]", headers=APPROVER), 400)
         assert_envelope(await client.post("/v1/review/nope/resolve", json={"route": "provider"}, headers=APPROVER), 404)
         assert (await client.get(f"/v1/review/{review_id}")).json()["status"] == "pending"
