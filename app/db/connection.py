@@ -220,11 +220,38 @@ class SqliteDatabase:
         connection.row_factory = sqlite3.Row
         await connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
         if self.wal:
-            await connection.execute("PRAGMA journal_mode = WAL")
+            try:
+                await self._enter_wal(connection)
+            except BaseException:
+                await connection.close()
+                raise
             await connection.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL-safe
         await connection.execute("PRAGMA foreign_keys = ON")
         self._connection = connection
         return self
+
+    @staticmethod
+    async def _enter_wal(connection: aiosqlite.Connection) -> None:
+        """``PRAGMA journal_mode = WAL``, retried while another connection holds a lock it must wait for.
+
+        Switching a file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+        without its busy handler, when another connection holds the write lock meanwhile (it would
+        deadlock waiting): another process creating the same new file (its own switch to WAL is a
+        write), or closing the file's last connection (checkpoint, WAL deleted). Seen with
+        three processes started together on new files: one stopped with "database is locked".
+        Startup only; waits up to the busy timeout like every other lock wait.
+        """
+        deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+        wait = _BEGIN_FIRST_WAIT_S
+        while True:
+            try:
+                await connection.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _BEGIN_MAX_WAIT_S)
 
     @property
     def connection(self) -> aiosqlite.Connection:

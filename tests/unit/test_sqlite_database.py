@@ -148,6 +148,30 @@ async def test_begin_waits_for_another_writer_without_blocking_the_loop(tmp_path
         await db.close()
 
 
+async def test_open_waits_while_another_process_creates_the_same_new_file(tmp_path: Path) -> None:
+    # Another process got to the new file first and holds its write lock (switching it to WAL
+    # writes the header; a migration runs in BEGIN IMMEDIATE): SQLite answers this one's switch
+    # to WAL with SQLITE_BUSY at once, without its busy handler. Several processes started
+    # together on new files: one stopped with "database is locked".
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("CREATE TABLE first (n INTEGER)")
+        opening = asyncio.create_task(SqliteDatabase(path).open())
+        await asyncio.sleep(0.2)
+        assert not opening.done()
+        other.execute("COMMIT")
+        db = await asyncio.wait_for(opening, 5)
+        try:
+            assert await db.fetch_one("PRAGMA journal_mode") == {"journal_mode": "wal"}
+            assert await db.fetch_all("SELECT name FROM sqlite_master") == [{"name": "first"}]
+        finally:
+            await db.close()
+    finally:
+        other.close()
+
+
 async def test_begin_gives_up_after_the_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection, "_SQLITE_BUSY_TIMEOUT_MS", 50)
     db = await _open(tmp_path)
