@@ -1,16 +1,28 @@
 """Identifiers: unique, not secret, and cheap (one per request on the hot path).
 
 ``uuid.uuid4()`` asks the kernel for 16 random bytes on every call; these ids only need to be
-unique, so they come from a PRNG seeded once from the OS (``random.SystemRandom`` for the seed).
+unique, so they come from a PRNG seeded from the OS (``random.SystemRandom`` for the seed) at import
+and again in a child process forked after it.
 None of them is used as a credential.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
 _random = random.Random(random.SystemRandom().getrandbits(256))  # noqa: S311 - uniqueness, not secrecy
+
+
+def _reseed() -> None:
+    # A child forked after import (gunicorn --preload, multiprocessing) would otherwise carry on
+    # the parent's sequence: workers made the same trace ids in the same millisecond, and the
+    # receipt batch holding the second one failed to commit (the id is the traces' primary key).
+    _random.seed(random.SystemRandom().getrandbits(256))
+
+
+os.register_at_fork(after_in_child=_reseed)
 _VERSION_4 = (0x4 << 76) | (0x2 << 62)  # version and RFC 4122 variant bits of a UUID4
 _MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 
