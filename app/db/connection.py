@@ -16,7 +16,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from itertools import chain
@@ -48,6 +48,24 @@ CHECKPOINT_ROWS = 20_000
 WRITER_NICE_INCREMENT = 5
 _BEGIN_FIRST_WAIT_S = 0.001  # BEGIN on a file another process is writing retries after this, doubling ...
 _BEGIN_MAX_WAIT_S = 0.05  # ... up to this
+
+
+async def _while_busy(attempt: Callable[[], Awaitable[Any]]) -> None:
+    """Run ``attempt`` until SQLite stops answering SQLITE_BUSY, waiting between tries without
+    blocking the loop (from _BEGIN_FIRST_WAIT_S, doubling up to _BEGIN_MAX_WAIT_S), for at most
+    the busy timeout: for the lock waits SQLite's own busy handler does not cover (our writer's
+    connection has it off; switching a file to WAL never uses it)."""
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    wait = _BEGIN_FIRST_WAIT_S
+    while True:
+        try:
+            await attempt()
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, _BEGIN_MAX_WAIT_S)
 
 
 def _lower_thread_priority() -> None:
@@ -241,17 +259,7 @@ class SqliteDatabase:
         three processes started together on new files: one stopped with "database is locked".
         Startup only; waits up to the busy timeout like every other lock wait.
         """
-        deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
-        wait = _BEGIN_FIRST_WAIT_S
-        while True:
-            try:
-                await connection.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _BEGIN_MAX_WAIT_S)
+        await _while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"))
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -312,17 +320,11 @@ class SqliteDatabase:
     async def _begin(self, connection: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, waiting without blocking the loop (up to the busy timeout) while
         another connection holds the write lock."""
-        deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
-        wait = _BEGIN_FIRST_WAIT_S
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, _BEGIN_MAX_WAIT_S)
+
+        async def begin() -> None:
+            connection.execute("BEGIN IMMEDIATE")
+
+        await _while_busy(begin)
 
     async def run_transaction(self, work: Callable[[SqliteTransaction], Generator[None, None, T]]) -> T:
         """Run ``work`` in one transaction on the bulk writer's own connection, on the event loop.
