@@ -14,17 +14,18 @@ import time
 
 _random = random.Random(random.SystemRandom().getrandbits(256))  # noqa: S311 - uniqueness, not secrecy
 
+_VERSION_4 = (0x4 << 76) | (0x2 << 62)  # version and RFC 4122 variant bits of a UUID4
+_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+
 
 def _reseed() -> None:
     # A child forked after import (gunicorn --preload, multiprocessing) would otherwise carry on
-    # the parent's sequence: workers made the same trace ids in the same millisecond, and the
-    # receipt batch holding the second one failed to commit (the id is the traces' primary key).
+    # the parent's sequence: workers would make the same trace ids in the same millisecond, and the
+    # receipt batch holding the second would fail to commit (the id is the traces' primary key).
     _random.seed(random.SystemRandom().getrandbits(256))
 
 
 os.register_at_fork(after_in_child=_reseed)
-_VERSION_4 = (0x4 << 76) | (0x2 << 62)  # version and RFC 4122 variant bits of a UUID4
-_MASK = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 
 
 def new_id() -> str:

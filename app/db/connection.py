@@ -239,7 +239,11 @@ class SqliteDatabase:
         await connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
         if self.wal:
             try:
-                await self._enter_wal(connection)
+                # Switching a file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at
+                # once, without its busy handler, while another connection holds the write lock:
+                # another process creating the same new file, or closing its last connection to it.
+                # Three processes started together on new files: one stopped, "database is locked".
+                await _while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"))
             except BaseException:
                 await connection.close()
                 raise
@@ -247,19 +251,6 @@ class SqliteDatabase:
         await connection.execute("PRAGMA foreign_keys = ON")
         self._connection = connection
         return self
-
-    @staticmethod
-    async def _enter_wal(connection: aiosqlite.Connection) -> None:
-        """``PRAGMA journal_mode = WAL``, retried while another connection holds a lock it must wait for.
-
-        Switching a file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
-        without its busy handler, when another connection holds the write lock meanwhile (it would
-        deadlock waiting): another process creating the same new file (its own switch to WAL is a
-        write), or closing the file's last connection (checkpoint, WAL deleted). Seen with
-        three processes started together on new files: one stopped with "database is locked".
-        Startup only; waits up to the busy timeout like every other lock wait.
-        """
-        await _while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"))
 
     @property
     def connection(self) -> aiosqlite.Connection:

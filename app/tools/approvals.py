@@ -175,7 +175,8 @@ class Approval:
     def shows_what_runs(self) -> bool:
         """Whether the arguments a reviewer is shown are exactly those the approval binds. Always
         so for requests raised by this version; not for one an older version (before 9030ad7)
-        stored redacted or cut for review and left pending."""
+        stored redacted or cut for review and left pending. (A request stores the canonical JSON
+        that ``args_hash`` hashes: see reviewable_args and tools.registry.args_hash.)"""
         return self.args_json is not None and hashlib.sha256(self.args_json.encode()).hexdigest() == self.args_hash
 
     def issued(self) -> dict[str, Any]:
