@@ -107,6 +107,18 @@ async def test_agent_chat_answers_with_agent_holly_in_demo_mode(client: httpx.As
         assert field in body
 
 
+async def test_in_demo_mode_holly_calls_the_tool_the_message_names_and_answers_its_result(
+    client: httpx.AsyncClient,
+) -> None:
+    body = {"messages": [{"role": "user", "content": "safe_calc (2**10)/4"}]}
+    response = await client.post("/v1/agents/holly/chat", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["tool_result"]["tool"] == "safe_calc" and answer["tool_result"]["status"] == "ok"
+    assert "256" in answer["choices"][0]["message"]["content"]
+    assert answer["choices"][0]["finish_reason"] == "stop"
+
+
 async def test_the_model_is_sent_hollys_prompt_first_and_the_callers_system_prompt_after(
     app_factory: Callable[..., FastAPI],
 ) -> None:
