@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from app.readiness import CheckFn, Readiness
 from app.routing.setup import Routing, check_tool_names, load_routing_config, open_routing, register_policies
 from app.settings import Settings, parse_principals
 from app.tools.service import Tools, open_tools, register_tool_policy
-from app.tracing.store import TraceStore
+from app.tracing.store import TraceStore, TreeIncomplete
 from app.tracing.tracer import Tracer
 from app.tracing.trust import TrustService
 
@@ -153,6 +154,21 @@ def open_guards(settings: Settings, stack: AsyncExitStack) -> tuple[Authenticato
     return authenticator, readiness, limiter
 
 
+async def _build_receipt_tree(store: TraceStore) -> None:
+    """Give a ledger written before the receipt tree existed its tree nodes (once, at upgrade)."""
+    started = time.perf_counter()
+    try:
+        written = await store.build_tree()
+    except TreeIncomplete as exc:
+        log.warning("the receipt tree cannot be built: %s; proofs over that part answer tree_incomplete", exc)
+        return
+    if written:
+        log.info(
+            "built the receipt tree of the existing ledger",
+            extra={"nodes": written, "seconds": round(time.perf_counter() - started, 2)},
+        )
+
+
 async def open_receipts(
     settings: Settings,
     *,
@@ -168,6 +184,7 @@ async def open_receipts(
         trace_db = await open_database(databases, settings.trace_db_path)
         trace_store = TraceStore(trace_db)
         await trace_store.migrate()
+        await _build_receipt_tree(trace_store)
         readiness.add("trace_database", database_check(trace_db))
     tracer = Tracer(
         trace_store,

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
-from app.api.openapi import NOT_FOUND, json_body_doc
+from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
 from app.auth import OWNER_ID, Principal
 from app.deps import ApiCallerDep, StateDep
 from app.errors import PermissionDenied, ServiceUnavailable
@@ -120,6 +120,42 @@ async def ledger_verify(
 ) -> dict[str, Any]:
     owner_only(caller)
     return await trust.verify_ledger(first, last)
+
+
+TreeSize = Annotated[int | None, Query(ge=1, le=_MAX_SEQ, description="A tree size (default: the log's size now).")]
+
+
+@router.get("/trust/tree", summary="The receipt log's Merkle tree now: size and root hash (RFC 9162)")
+async def tree_head(trust: TrustDep, _: ApiCallerDep) -> dict[str, Any]:
+    return await trust.tree_head()
+
+
+@router.get(
+    "/trust/proof/inclusion",
+    summary="A trace's leaf in the receipt log and its audit path (RFC 9162 2.1.3)",
+    responses={404: NOT_FOUND, 409: CONFLICT},
+)
+async def inclusion_proof(
+    trust: TrustDep,
+    caller: ApiCallerDep,
+    trace_id: Annotated[str, Query(max_length=64)],
+    tree_size: TreeSize = None,
+) -> dict[str, Any]:
+    return await trust.inclusion_proof(trace_id, tree_size, viewer=viewer(caller))
+
+
+@router.get(
+    "/trust/proof/consistency",
+    summary="The proof that an older tree is a prefix of a newer one (RFC 9162 2.1.4)",
+    responses={409: CONFLICT},
+)
+async def consistency_proof(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    first: Annotated[int, Query(alias="from", ge=1, le=_MAX_SEQ)],
+    second: Annotated[int | None, Query(alias="to", ge=1, le=_MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await trust.consistency_proof(first, second)
 
 
 class AuditRequest(BaseModel):
