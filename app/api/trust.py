@@ -8,9 +8,10 @@ receipts, and another's trace answers it the same 404 as an unknown one.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
@@ -122,12 +123,47 @@ async def ledger_verify(
     return await trust.verify_ledger(first, last)
 
 
-TreeSize = Annotated[int | None, Query(ge=1, le=_MAX_SEQ, description="A tree size (default: the log's size now).")]
+TreeSize = Annotated[
+    int | None, Query(ge=1, le=_MAX_SEQ, description="A tree size (default: the latest checkpoint's, else now).")
+]
 
 
 @router.get("/trust/tree", summary="The receipt log's Merkle tree now: size and root hash (RFC 9162)")
 async def tree_head(trust: TrustDep, _: ApiCallerDep) -> dict[str, Any]:
     return await trust.tree_head()
+
+
+@router.get(
+    "/trust/checkpoint",
+    summary="The latest signed checkpoint of the receipt log (C2SP tlog-checkpoint, Ed25519 signed note)",
+    responses={404: NOT_FOUND, 200: {"content": {"text/plain": {}}}},
+)
+async def checkpoint(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    format: Annotated[
+        Literal["json", "note"], Query(description="note: the signed note alone, as text/plain")
+    ] = "json",
+) -> Any:
+    latest = await trust.latest_checkpoint()
+    if format == "note":
+        return PlainTextResponse(latest["note"], headers={"Cache-Control": "no-store"})
+    return latest
+
+
+@router.get("/trust/checkpoints", summary="Signed checkpoints of trees larger than `since`, oldest first")
+async def checkpoints(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    since: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, description="At most 1000.")] = 100,
+) -> dict[str, Any]:
+    return await trust.checkpoints(since, limit)
+
+
+@router.get("/trust/public-key", summary="The key checkpoints are signed with, as a signed-note verifier key")
+async def public_key(trust: TrustDep, _: ApiCallerDep) -> dict[str, Any]:
+    return await trust.public_key()
 
 
 @router.get(

@@ -11,13 +11,18 @@ from app.db.migrations import Migration, migrate
 from app.ids import time_uuid_ceiling
 from app.observability.logging import get_logger
 from app.tracing.chain import GENESIS, ledger_canonical, link
-from app.tracing.merkle import Node, complete_parts, leaf_hash, node_hash, root_of
+from app.tracing.merkle import EMPTY_ROOT, Node, complete_parts, leaf_hash, node_hash, range_hash, root_of
 
 log = get_logger("tracing")
 
 COMPONENT = "traces"
 _CLOCK_AHEAD_NS = 86_400 * 10**9  # trace ids a replica with a clock up to a day ahead made still count as newest
 
+# Every key that signed checkpoints here, so that a rotated key's checkpoints stay checkable.
+_KEYS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS trust_keys (key_id TEXT PRIMARY KEY, verifier_key TEXT NOT NULL,"
+    " first_used TEXT NOT NULL)"
+)
 MIGRATIONS = (
     Migration(
         1,
@@ -62,6 +67,20 @@ MIGRATIONS = (
         postgres=(
             "CREATE TABLE IF NOT EXISTS trace_tree (level INTEGER NOT NULL, idx BIGINT NOT NULL,"
             " hash TEXT NOT NULL, PRIMARY KEY (level, idx))",
+        ),
+    ),
+    Migration(
+        3,
+        "signed checkpoints of the receipt log",
+        sqlite=(
+            "CREATE TABLE IF NOT EXISTS trust_checkpoints (tree_size INTEGER PRIMARY KEY, root_hash TEXT NOT NULL,"
+            " key_id TEXT NOT NULL, note TEXT NOT NULL, created_at TEXT NOT NULL)",
+            _KEYS_TABLE,
+        ),
+        postgres=(
+            "CREATE TABLE IF NOT EXISTS trust_checkpoints (tree_size BIGINT PRIMARY KEY, root_hash TEXT NOT NULL,"
+            " key_id TEXT NOT NULL, note TEXT NOT NULL, created_at TEXT NOT NULL)",
+            _KEYS_TABLE,
         ),
     ),
 )
@@ -336,6 +355,51 @@ class TraceStore:
         if missing:
             raise TreeIncomplete(f"tree node {missing[0]} is missing")
         return result
+
+    async def tree_root(self, size: int) -> bytes:
+        """The root hash of the tree of the first ``size`` leaves."""
+        if size == 0:
+            return EMPTY_ROOT
+        nodes = await self.tree_nodes(complete_parts(0, size))
+        return range_hash(0, size, nodes.__getitem__)
+
+    async def add_checkpoint(self, tree_size: int, root_hash: str, key_id: str, note: str, created_at: str) -> bool:
+        """Store a signed checkpoint; False when one of that size exists (replicas signing the same
+        tree sign the same text: the first is kept)."""
+        written = await self.db.execute(
+            "INSERT INTO trust_checkpoints (tree_size, root_hash, key_id, note, created_at)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+            tree_size,
+            root_hash,
+            key_id,
+            note,
+            created_at,
+        )
+        return written > 0
+
+    async def add_key(self, key_id: str, verifier_key: str, first_used: str) -> None:
+        await self.db.execute(
+            "INSERT INTO trust_keys (key_id, verifier_key, first_used) VALUES ($1, $2, $3)"
+            " ON CONFLICT (key_id) DO NOTHING",
+            key_id,
+            verifier_key,
+            first_used,
+        )
+
+    async def keys(self) -> list[Row]:
+        return await self.db.fetch_all("SELECT * FROM trust_keys ORDER BY first_used")
+
+    async def latest_checkpoint(self) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM trust_checkpoints ORDER BY tree_size DESC LIMIT 1")
+
+    async def checkpoint(self, tree_size: int) -> Row | None:
+        return await self.db.fetch_one("SELECT * FROM trust_checkpoints WHERE tree_size = $1", tree_size)
+
+    async def checkpoints(self, since: int, limit: int) -> list[Row]:
+        """Checkpoints of trees larger than ``since`` leaves, oldest first."""
+        return await self.db.fetch_all(
+            "SELECT * FROM trust_checkpoints WHERE tree_size > $1 ORDER BY tree_size LIMIT $2", since, limit
+        )
 
     async def build_tree(self) -> int:
         """Build the tree nodes a ledger written before the tree existed lacks (an upgrade), and

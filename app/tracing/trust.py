@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.scrub import cap_text
 from app.tracing.chain import GENESIS, Verdict, ledger_canonical, verify_ledger, verify_trace
+from app.tracing.checkpoints import Checkpointer, checkpoint_view
 from app.tracing.merkle import (
-    EMPTY_ROOT,
     Node,
     Range,
     complete_parts,
@@ -28,6 +28,7 @@ from app.tracing.tracer import Tracer
 TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
+MAX_CHECKPOINTS = 1000  # checkpoints per listing
 RECENT_TRACES_CHECKED = 1000  # ledger verify: the newest traces whose ledger entries must exist
 
 
@@ -89,7 +90,9 @@ class TrustService:
         max_events: int,
         max_value_chars: int,
         debug: bool,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
+        self.checkpointer = checkpointer
         self.store = store
         self.tracer = tracer
         self.policies = policies
@@ -351,8 +354,50 @@ class TrustService:
     async def tree_head(self) -> dict[str, Any]:
         """The tree's size and root hash now (RFC 9162 hashing over the ledger entries)."""
         size = await self._tree_size(None, param="tree_size")
-        root = (await self._hashes([(0, size)]))[0] if size else EMPTY_ROOT
+        try:
+            root = await self.store.tree_root(size)
+        except TreeIncomplete as exc:
+            raise _tree_incomplete(exc) from None
         return {"tree_size": size, "root_hash": b64(root)}
+
+    def _signer(self) -> Checkpointer:
+        if self.checkpointer is None:
+            raise ServiceUnavailable("Checkpoints are not signed in this process.", code="checkpoints_unavailable")
+        return self.checkpointer
+
+    async def latest_checkpoint(self) -> dict[str, Any]:
+        """The latest signed checkpoint (one is signed now if the log has none yet)."""
+        signer = self._signer()
+        await self.tracer.flush()
+        latest = await self.store.latest_checkpoint() or await signer.sign()
+        if latest is None:
+            raise NotFound("The receipt log is empty: no checkpoint yet.", code="no_checkpoint")
+        return {**checkpoint_view(latest), "origin": signer.origin}
+
+    async def checkpoints(self, since: int, limit: int) -> dict[str, Any]:
+        rows = await self.store.checkpoints(since, min(limit, MAX_CHECKPOINTS) + 1)
+        shown = rows[: min(limit, MAX_CHECKPOINTS)]
+        return {
+            "checkpoints": [checkpoint_view(row) for row in shown],
+            "count": len(shown),
+            "truncated": len(rows) > len(shown),
+        }
+
+    async def public_key(self) -> dict[str, Any]:
+        """The verifier key checkpoints are signed with now, and every key that signed here before."""
+        signer = self._signer()
+        keys = await self.store.keys()
+        return {
+            "verifier_key": signer.signer.verifier.text,
+            "key_name": signer.signer.name,
+            "key_id": signer.signer.verifier.key_id.hex(),
+            "algorithm": "Ed25519",
+            "origin": signer.origin,
+            "keys": [
+                {"key_id": row["key_id"], "verifier_key": row["verifier_key"], "first_used": row["first_used"]}
+                for row in keys
+            ],
+        }
 
     async def inclusion_proof(
         self, trace_id: str, tree_size: int | None, *, viewer: str | None = None
@@ -367,6 +412,10 @@ class TrustService:
                 param="trace_id",
                 code="not_in_ledger",
             )
+        if tree_size is None:
+            latest = await self.store.latest_checkpoint()
+            if latest is not None and int(latest["tree_size"]) >= int(entry["seq"]):
+                tree_size = int(latest["tree_size"])
         size = await self._tree_size(tree_size, param="tree_size")
         index = int(entry["seq"]) - 1
         if index >= size:
@@ -379,6 +428,7 @@ class TrustService:
         text = ledger_canonical(
             int(entry["seq"]), entry["trace_id"], entry["head_hash"], int(entry["step_count"]), entry["created_at"]
         )
+        checkpoint = await self.store.checkpoint(size)
         return {
             "trace_id": trace_id,
             "leaf_index": index,
@@ -387,6 +437,7 @@ class TrustService:
             "leaf_hash": b64(entry_leaf(entry)),
             "audit_path": [b64(digest) for digest in hashes[:-1]],
             "root_hash": b64(hashes[-1]),
+            "checkpoint": checkpoint["note"] if checkpoint else None,
         }
 
     async def consistency_proof(self, first: int, second: int | None) -> dict[str, Any]:
