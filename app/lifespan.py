@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import gc
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from app.readiness import CheckFn, Readiness
 from app.routing.setup import Routing, check_tool_names, load_routing_config, open_routing, register_policies
 from app.settings import Settings, parse_principals
 from app.tools.service import Tools, open_tools, register_tool_policy
-from app.tracing.store import TraceStore
+from app.tracing.checkpoints import Checkpointer, SigningKeyError, load_or_create_signer
+from app.tracing.store import TraceStore, TreeIncomplete
 from app.tracing.tracer import Tracer
 from app.tracing.trust import TrustService
 
@@ -153,6 +155,21 @@ def open_guards(settings: Settings, stack: AsyncExitStack) -> tuple[Authenticato
     return authenticator, readiness, limiter
 
 
+async def _build_receipt_tree(store: TraceStore) -> None:
+    """Give a ledger written before the receipt tree existed its tree nodes (once, at upgrade)."""
+    started = time.perf_counter()
+    try:
+        written = await store.build_tree()
+    except TreeIncomplete as exc:
+        log.warning("the receipt tree cannot be built: %s; proofs over that part answer tree_incomplete", exc)
+        return
+    if written:
+        log.info(
+            "built the receipt tree of the existing ledger",
+            extra={"nodes": written, "seconds": round(time.perf_counter() - started, 2)},
+        )
+
+
 async def open_receipts(
     settings: Settings,
     *,
@@ -168,6 +185,7 @@ async def open_receipts(
         trace_db = await open_database(databases, settings.trace_db_path)
         trace_store = TraceStore(trace_db)
         await trace_store.migrate()
+        await _build_receipt_tree(trace_store)
         readiness.add("trace_database", database_check(trace_db))
     tracer = Tracer(
         trace_store,
@@ -177,10 +195,30 @@ async def open_receipts(
         metrics=metrics,
     )
     await tracer.start()
-    stack.push_async_callback(tracer.stop)
+    checkpointer: Checkpointer | None = None
+
+    async def drain_then_sign() -> None:
+        # The writer drains first, so that the last checkpoint covers every receipt.
+        await tracer.stop()
+        if checkpointer is not None:
+            await checkpointer.stop()
+
+    stack.push_async_callback(drain_then_sign)
     if trace_store is None:
         return tracer, None
     readiness.add("receipt_writer", tracer.readiness_check)
+    try:
+        signer = load_or_create_signer(settings.trust_signing_key_path)
+    except SigningKeyError as exc:
+        raise StartupError(str(exc)) from None
+    checkpointer = Checkpointer(
+        trace_store,
+        signer,
+        origin=settings.trust_log_origin,
+        interval=settings.trust_checkpoint_interval_sec,
+        witness_path=settings.trust_witness_path,
+    )
+    await checkpointer.start()
     trust = TrustService(
         trace_store,
         tracer,
@@ -188,6 +226,7 @@ async def open_receipts(
         max_events=settings.trust_panel_max_events,
         max_value_chars=settings.trust_panel_max_value_chars,
         debug=settings.trust_panel_debug,
+        checkpointer=checkpointer,
     )
     return tracer, trust
 

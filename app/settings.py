@@ -168,6 +168,14 @@ class Settings(BaseSettings):
     trust_panel_debug: Switch = False
     trust_panel_max_events: int = Field(200, ge=1, le=10_000)
     trust_panel_max_value_chars: int = Field(500, ge=0)  # 0: no cap, else >= TRUST_PANEL_MIN_VALUE_CHARS
+    # Signed checkpoints of the receipt log (docs/receipts.md, "Signed checkpoints"): the Ed25519
+    # key (generated here on first start, mode 0600), the log's name (empty: the key's name), how
+    # often a checkpoint is signed when the log grew, and a file outside the database that every
+    # checkpoint is appended to (empty: none).
+    trust_signing_key_path: Path = Path("instance/trust-signing-key")
+    trust_log_origin: str = Field("", max_length=200)
+    trust_checkpoint_interval_sec: float = Field(5.0, ge=0.1, le=86_400)
+    trust_witness_path: Path | None = None
     # Redact emails and phone numbers (not only credentials) in receipts and memories.
     memory_scrub_redact_pii: Switch = True
 
@@ -270,11 +278,23 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         return _csv(value)
 
-    @field_validator("dev_token_path", "trace_db_path")
+    @field_validator("dev_token_path", "trace_db_path", "trust_signing_key_path", "trust_witness_path")
     @classmethod
-    def _absolute(cls, value: Path) -> Path:
+    def _absolute(cls, value: Path | None) -> Path | None:
         # Relative paths resolve against the working directory, once, at startup.
-        return value if value.is_absolute() else Path.cwd() / value
+        return value if value is None or value.is_absolute() else Path.cwd() / value
+
+    @field_validator("trust_witness_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("trust_log_origin")
+    @classmethod
+    def _check_origin(cls, value: str) -> str:
+        if value and any(ch.isspace() or ch == "+" for ch in value):
+            raise ValueError("expected a name without spaces or '+', such as example.com/orchestrators/receipts")
+        return value
 
     @field_validator("host")
     @classmethod

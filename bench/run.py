@@ -328,6 +328,11 @@ def scenario_store(workdir: Path) -> None:
     subprocess.run([PYTHON, str(BENCH / "store_rate.py"), str(workdir)], check=True, cwd=ROOT)
 
 
+def scenario_proofs(workdir: Path) -> None:
+    """Receipt log proofs (inclusion, consistency) at 1,000,000 ledger entries, on SQLite."""
+    subprocess.run([PYTHON, str(BENCH / "receipt_proofs.py"), str(workdir)], check=True, cwd=ROOT)
+
+
 def scenario_routing(workdir: Path) -> None:
     """Routing decision latency with 200 rules loaded, in process (docs/routing.md)."""
     subprocess.run([PYTHON, str(BENCH / "routing_latency.py"), "200"], check=True, cwd=ROOT)
@@ -415,6 +420,7 @@ SCENARIOS: dict[str, Callable[[Path], None]] = {
     "relay": scenario_relay,
     "tracing": scenario_tracing,
     "store": scenario_store,
+    "proofs": scenario_proofs,
     "routing": scenario_routing,
     "sandbox": scenario_sandbox,  # tools (issue 6)
     "memory": scenario_memory,  # the memory gate (issue 5)

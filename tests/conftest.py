@@ -31,6 +31,7 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "bearer_token": TOKEN,
         "dev_token_path": tmp_path / "dev-token",
         "trace_db_path": tmp_path / "trace.db",
+        "trust_signing_key_path": tmp_path / "trust-signing-key",
         "intent_cache_db_path": tmp_path / "intent_cache.db",  # routing stores (issue 7)
         "intent_hitl_db_path": tmp_path / "hitl_queue.db",
         "trace_flush_interval_ms": 5,

@@ -8,13 +8,14 @@ receipts, and another's trace answers it the same 404 as an unknown one.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from app.api.body import read_json_object, validate
-from app.api.openapi import NOT_FOUND, json_body_doc
+from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
 from app.auth import OWNER_ID, Principal
 from app.deps import ApiCallerDep, StateDep
 from app.errors import PermissionDenied, ServiceUnavailable
@@ -120,6 +121,77 @@ async def ledger_verify(
 ) -> dict[str, Any]:
     owner_only(caller)
     return await trust.verify_ledger(first, last)
+
+
+TreeSize = Annotated[
+    int | None, Query(ge=1, le=_MAX_SEQ, description="A tree size (default: the latest checkpoint's, else now).")
+]
+
+
+@router.get("/trust/tree", summary="The receipt log's Merkle tree now: size and root hash (RFC 9162)")
+async def tree_head(trust: TrustDep, _: ApiCallerDep) -> dict[str, Any]:
+    return await trust.tree_head()
+
+
+@router.get(
+    "/trust/checkpoint",
+    summary="The latest signed checkpoint of the receipt log (C2SP tlog-checkpoint, Ed25519 signed note)",
+    responses={404: NOT_FOUND, 200: {"content": {"text/plain": {}}}},
+)
+async def checkpoint(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    format: Annotated[
+        Literal["json", "note"], Query(description="note: the signed note alone, as text/plain")
+    ] = "json",
+) -> Any:
+    latest = await trust.latest_checkpoint()
+    if format == "note":
+        return PlainTextResponse(latest["note"], headers={"Cache-Control": "no-store"})
+    return latest
+
+
+@router.get("/trust/checkpoints", summary="Signed checkpoints of trees larger than `since`, oldest first")
+async def checkpoints(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    since: Annotated[int, Query(ge=0, le=_MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, description="At most 1000.")] = 100,
+) -> dict[str, Any]:
+    return await trust.checkpoints(since, limit)
+
+
+@router.get("/trust/public-key", summary="The key checkpoints are signed with, as a signed-note verifier key")
+async def public_key(trust: TrustDep, _: ApiCallerDep) -> dict[str, Any]:
+    return await trust.public_key()
+
+
+@router.get(
+    "/trust/proof/inclusion",
+    summary="A trace's leaf in the receipt log and its audit path (RFC 9162 2.1.3)",
+    responses={404: NOT_FOUND, 409: CONFLICT},
+)
+async def inclusion_proof(
+    trust: TrustDep,
+    caller: ApiCallerDep,
+    trace_id: Annotated[str, Query(max_length=64)],
+    tree_size: TreeSize = None,
+) -> dict[str, Any]:
+    return await trust.inclusion_proof(trace_id, tree_size, viewer=viewer(caller))
+
+
+@router.get(
+    "/trust/proof/consistency",
+    summary="The proof that an older tree is a prefix of a newer one (RFC 9162 2.1.4)",
+    responses={409: CONFLICT},
+)
+async def consistency_proof(
+    trust: TrustDep,
+    _: ApiCallerDep,
+    first: Annotated[int, Query(alias="from", ge=1, le=_MAX_SEQ)],
+    second: Annotated[int | None, Query(alias="to", ge=1, le=_MAX_SEQ)] = None,
+) -> dict[str, Any]:
+    return await trust.consistency_proof(first, second)
 
 
 class AuditRequest(BaseModel):

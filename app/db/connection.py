@@ -192,6 +192,9 @@ class SqliteTransaction:
         row = self._connection.execute(_sqlite_sql(sql), args).fetchone()
         return dict(row) if row is not None else None
 
+    def fetch_all(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(row) for row in self._connection.execute(_sqlite_sql(sql), args).fetchall()]
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         self._connection.executemany(_sqlite_sql(sql), rows)
         self.rows_written += len(rows)

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from app.errors import InvalidRequest, NotFound
+from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.scrub import cap_text
-from app.tracing.chain import GENESIS, Verdict, verify_ledger, verify_trace
-from app.tracing.store import TraceStore
+from app.tracing.chain import GENESIS, Verdict, ledger_canonical, verify_ledger, verify_trace
+from app.tracing.checkpoints import Checkpointer, checkpoint_view
+from app.tracing.merkle import (
+    Node,
+    Range,
+    complete_parts,
+    consistency_ranges,
+    inclusion_ranges,
+    range_hash,
+)
+from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
 from app.tracing.tracer import Tracer
 
 TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
+MAX_CHECKPOINTS = 1000  # checkpoints per listing
 RECENT_TRACES_CHECKED = 1000  # ledger verify: the newest traces whose ledger entries must exist
 
 
@@ -52,6 +63,19 @@ def _metadata(trace: dict[str, Any], steps: list[dict[str, Any]]) -> Any:
     return orjson.loads(trace["metadata_json"]) if trace["metadata_json"] else None
 
 
+def b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _tree_incomplete(exc: TreeIncomplete) -> InvalidRequest:
+    return InvalidRequest(
+        f"The receipt log cannot prove this: {exc}. The database was edited or lost rows; "
+        "verify the ledger (/v1/trust/ledger/verify).",
+        status=409,
+        code="tree_incomplete",
+    )
+
+
 def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return {"broken_at": verdict.broken_at, "detail": verdict.detail}
 
@@ -66,7 +90,9 @@ class TrustService:
         max_events: int,
         max_value_chars: int,
         debug: bool,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
+        self.checkpointer = checkpointer
         self.store = store
         self.tracer = tracer
         self.policies = policies
@@ -302,6 +328,133 @@ class TrustService:
                 )
                 return result
         return result
+
+    async def _hashes(self, ranges: list[Range]) -> list[bytes]:
+        """The hashes of the subtrees a proof names (and of the root): one read of their parts."""
+        parts: list[Node] = [part for start, size in ranges for part in complete_parts(start, size)]
+        try:
+            nodes = await self.store.tree_nodes(parts)
+        except TreeIncomplete as exc:
+            raise _tree_incomplete(exc) from None
+        return [range_hash(start, size, nodes.__getitem__) for start, size in ranges]
+
+    async def _tree_size(self, asked: int | None, *, param: str) -> int:
+        await self.tracer.flush()
+        size = await self.store.tree_size()
+        if asked is None:
+            return size
+        if asked > size:
+            raise InvalidRequest(
+                f"The receipt log has {size} entries; there is no tree of {asked}.",
+                param=param,
+                code="invalid_tree_size",
+            )
+        return asked
+
+    async def tree_head(self) -> dict[str, Any]:
+        """The tree's size and root hash now (RFC 9162 hashing over the ledger entries)."""
+        size = await self._tree_size(None, param="tree_size")
+        try:
+            root = await self.store.tree_root(size)
+        except TreeIncomplete as exc:
+            raise _tree_incomplete(exc) from None
+        return {"tree_size": size, "root_hash": b64(root)}
+
+    def _signer(self) -> Checkpointer:
+        if self.checkpointer is None:
+            raise ServiceUnavailable("Checkpoints are not signed in this process.", code="checkpoints_unavailable")
+        return self.checkpointer
+
+    async def latest_checkpoint(self) -> dict[str, Any]:
+        """The latest signed checkpoint (one is signed now if the log has none yet)."""
+        signer = self._signer()
+        await self.tracer.flush()
+        latest = await self.store.latest_checkpoint() or await signer.sign()
+        if latest is None:
+            raise NotFound("The receipt log is empty: no checkpoint yet.", code="no_checkpoint")
+        return {**checkpoint_view(latest), "origin": signer.origin}
+
+    async def checkpoints(self, since: int, limit: int) -> dict[str, Any]:
+        rows = await self.store.checkpoints(since, min(limit, MAX_CHECKPOINTS) + 1)
+        shown = rows[: min(limit, MAX_CHECKPOINTS)]
+        return {
+            "checkpoints": [checkpoint_view(row) for row in shown],
+            "count": len(shown),
+            "truncated": len(rows) > len(shown),
+        }
+
+    async def public_key(self) -> dict[str, Any]:
+        """The verifier key checkpoints are signed with now, and every key that signed here before."""
+        signer = self._signer()
+        keys = await self.store.keys()
+        return {
+            "verifier_key": signer.signer.verifier.text,
+            "key_name": signer.signer.name,
+            "key_id": signer.signer.verifier.key_id.hex(),
+            "algorithm": "Ed25519",
+            "origin": signer.origin,
+            "keys": [
+                {"key_id": row["key_id"], "verifier_key": row["verifier_key"], "first_used": row["first_used"]}
+                for row in keys
+            ],
+        }
+
+    async def inclusion_proof(
+        self, trace_id: str, tree_size: int | None, *, viewer: str | None = None
+    ) -> dict[str, Any]:
+        """The trace's ledger entry, its leaf index and the audit path to the root of the tree of
+        ``tree_size`` leaves (RFC 9162 2.1.3)."""
+        trace_id = check_trace_id(trace_id)
+        _, _, entry = await self._load(trace_id, viewer)
+        if entry is None:
+            raise NotFound(
+                f"Trace '{trace_id}' has no ledger entry yet (it has not finished).",
+                param="trace_id",
+                code="not_in_ledger",
+            )
+        if tree_size is None:
+            latest = await self.store.latest_checkpoint()
+            if latest is not None and int(latest["tree_size"]) >= int(entry["seq"]):
+                tree_size = int(latest["tree_size"])
+        size = await self._tree_size(tree_size, param="tree_size")
+        index = int(entry["seq"]) - 1
+        if index >= size:
+            raise InvalidRequest(
+                f"The trace's entry is leaf {index}; a tree of {size} leaves does not hold it yet.",
+                param="tree_size",
+                code="invalid_tree_size",
+            )
+        hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
+        text = ledger_canonical(
+            int(entry["seq"]), entry["trace_id"], entry["head_hash"], int(entry["step_count"]), entry["created_at"]
+        )
+        checkpoint = await self.store.checkpoint(size)
+        return {
+            "trace_id": trace_id,
+            "leaf_index": index,
+            "tree_size": size,
+            "entry": text,
+            "leaf_hash": b64(entry_leaf(entry)),
+            "audit_path": [b64(digest) for digest in hashes[:-1]],
+            "root_hash": b64(hashes[-1]),
+            "checkpoint": checkpoint["note"] if checkpoint else None,
+        }
+
+    async def consistency_proof(self, first: int, second: int | None) -> dict[str, Any]:
+        """The proof that the tree of ``first`` leaves is a prefix of the tree of ``second``
+        (RFC 9162 2.1.4), with both roots."""
+        size = await self._tree_size(second, param="to")
+        if first > size:
+            raise InvalidRequest(f"`from` ({first}) is after `to` ({size}).", param="from", code="invalid_tree_size")
+        ranges = consistency_ranges(first, size) if first < size else []
+        hashes = await self._hashes([*ranges, (0, first), (0, size)])
+        return {
+            "first": first,
+            "second": size,
+            "first_root": b64(hashes[-2]),
+            "second_root": b64(hashes[-1]),
+            "proof": [b64(digest) for digest in hashes[:-2]],
+        }
 
     async def audit(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
         """Was this trace served under the policy files that are on disk now?"""

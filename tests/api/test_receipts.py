@@ -714,8 +714,10 @@ async def test_migrations_are_safe_to_run_twice(app_factory: Callable[..., FastA
     async with panel(app_factory, backend) as (client, _):  # a restart on the same database
         assert (await verify(client, trace_id))["verified"]
     # (other stores, e.g. tool approvals, share the Postgres database and its migrations table)
-    rows = await backend.fetch("SELECT component, version FROM schema_migrations WHERE component = 'traces'")
-    assert rows == [{"component": "traces", "version": 1}]
+    rows = await backend.fetch(
+        "SELECT component, version FROM schema_migrations WHERE component = 'traces' ORDER BY version"
+    )
+    assert rows == [{"component": "traces", "version": version} for version in (1, 2, 3)]
 
 
 async def test_ready_is_503_while_receipts_cannot_be_committed(app_factory: Callable[..., FastAPI]) -> None:
