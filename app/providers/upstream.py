@@ -52,6 +52,10 @@ MAX_CONNECTIONS = 256  # pooled connections per upstream; a local model server r
 CONNECT_TIMEOUT_CAP_SEC = 10.0  # connecting should be fast even when generation is slow
 _MESSAGE_CHARS = 500  # how much of an upstream error message is passed on
 _CODE_CHARS = 64  # an error code is a short identifier ("context_length_exceeded")
+# Upstream text is cut to this before it is cleaned (cleaning costs time on the event loop in
+# proportion to the text), then cut again to its field's cap, which is far shorter: a credential
+# that straddles this first cut lies past the second one, so no part of it is kept.
+_CLEAN_CHARS = 16 * 1024
 # Size caps on what is read from an upstream, in bytes after decompression (a gzip bomb is
 # counted by what it expands to). Reading stops at the cap: a 200 MB body took the process to
 # 568 MB, a 1.3 MB gzip bomb to 966 MB. A whole answer is held in memory to be parsed, so it is
@@ -203,6 +207,9 @@ class Upstream:
             async with asyncio.timeout(ticket.remaining()):
                 return await self._attempts(ticket, method, path, body)
         except TimeoutError:
+            if not ticket.overdue():
+                ticket.release()
+                raise
             ticket.failure()
             raise self._probe_timeout() from None
         except BaseException:
@@ -338,8 +345,8 @@ class Upstream:
         cleaned = {}
         for key, value in fields.items():
             text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-            cleaned[key] = cap_text(self.clean(text), limits[key])[0]
-        return cap_text(self.clean(message), _MESSAGE_CHARS)[0], cleaned
+            cleaned[key] = cap_text(self.clean(text[:_CLEAN_CHARS]), limits[key])[0]
+        return cap_text(self.clean(message[:_CLEAN_CHARS]), _MESSAGE_CHARS)[0], cleaned
 
     def bad_answer(self, what: str) -> ProviderError:
         return ProviderError(
@@ -363,7 +370,7 @@ class Upstream:
         return redact_secrets(message)[0]
 
     def failed_mid_stream(self, message: str) -> ProviderError:
-        text = cap_text(self.clean(message), _MESSAGE_CHARS)[0]
+        text = cap_text(self.clean(message[:_CLEAN_CHARS]), _MESSAGE_CHARS)[0]
         return ProviderError(f"The {self.provider} upstream failed mid-stream: {text}")
 
     async def read_body(self, accepted: Attempted) -> bytes:
