@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import assert_envelope, running
-from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream, text_chunks
+from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream, gzip_bomb, text_chunks
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -495,6 +495,7 @@ async def test_oversized_answers_are_502_and_the_rest_is_never_read(app_factory:
     """A 200 MB body, a gzip bomb, a 200 MB first event: 502 provider_bad_response, at once, the
     upstream's connection closed before it finished sending."""
     replies = (Reply(big_body=BIG), Reply(gzip_bomb=BIG), Reply(huge_line=BIG))
+    gzip_bomb(BIG)  # built now, not while the fake serves
     async with gateway(app_factory, *replies) as (client, fake):
         started = time.monotonic()
         for body in (HELLO, HELLO, {**HELLO, "stream": True}):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import assert_envelope
 from tests.e2e.server import E2E_TOKEN, LiveServer
-from tests.fakes.upstream import FakeUpstream, Reply, chunk, fake_upstream, text_chunks
+from tests.fakes.upstream import FakeUpstream, Reply, chunk, fake_upstream, gzip_bomb, text_chunks
 
 pytestmark = pytest.mark.e2e
 
@@ -156,6 +156,7 @@ async def test_oversized_upstream_answers_are_refused_with_bounded_memory(tmp_pa
     ]
     later = Reply(stream=[chunk({"role": "assistant", "content": "one "})], huge_line=BIG, delay=0.05)
     replies = (Reply(), *(case[1] for case in cases), later, Reply())
+    gzip_bomb(BIG)  # built now, not while the fake serves (it runs on this test's event loop)
     async with service(tmp_path, *replies) as (client, server, fake):
         assert server.process is not None
         pid = server.process.pid
