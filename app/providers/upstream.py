@@ -57,10 +57,11 @@ _CODE_CHARS = 64  # an error code is a short identifier ("context_length_exceede
 # that straddles this first cut lies past the second one, so no part of it is kept.
 _CLEAN_CHARS = 16 * 1024
 # Size caps on what is read from an upstream, in bytes after decompression (a gzip bomb is
-# counted by what it expands to). Reading stops at the cap: a 200 MB body took the process to
-# 568 MB, a 1.3 MB gzip bomb to 966 MB. A whole answer is held in memory to be parsed, so it is
-# capped at a size well above a long local-model reply (128k tokens of text is ~0.5 MB; JSON
-# escaping can multiply that by six) or a large tool call.
+# counted by what it expands to); reading stops at the cap. Read whole, one 200 MB body, or a
+# gzip bomb of a megabyte, would cost the process several times its size in memory. A whole
+# answer is held in memory to be parsed, so it is capped at a size well above a long local-model
+# reply (128k tokens of text is ~0.5 MB; JSON escaping can multiply that by six) or a large tool
+# call.
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 # One line of a stream (an SSE `data:` event, an Ollama NDJSON line): one delta, usually a few
 # hundred bytes, but a server may send a whole tool call's arguments in one event.
