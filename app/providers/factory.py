@@ -30,7 +30,12 @@ def build_provider(settings: Settings) -> tuple[LLMProvider, str]:
         timeout=settings.llm_timeout_sec,
         health_timeout=settings.llm_health_timeout_sec,
         retry=RetryPolicy(settings.llm_retry_count, settings.llm_retry_backoff_sec),
-        breaker=CircuitBreaker(settings.llm_circuit_max_failures, settings.llm_circuit_reset_sec),
+        breaker=CircuitBreaker(
+            settings.llm_circuit_max_failures,
+            settings.llm_circuit_reset_sec,
+            # A half-open probe gets as long as any request to show the upstream answers.
+            probe_seconds=settings.llm_timeout_sec,
+        ),
         network_enabled=settings.llm_network_enabled,
     )
     provider: LLMProvider = (

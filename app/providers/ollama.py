@@ -27,7 +27,7 @@ from app.providers.base import (
     Usage,
     arrived_together,
 )
-from app.providers.upstream import Upstream, iter_line_batches, text_content
+from app.providers.upstream import Upstream, text_content
 
 # OpenAI sampling fields that Ollama takes under `options` with the same meaning.
 _SAME_OPTIONS = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
@@ -166,7 +166,7 @@ class OllamaProvider:
         body = orjson.dumps(to_ollama_request(request, stream=False))
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
-        body = await self.upstream.read_body(accepted.response)
+        body = await self.upstream.read_body(accepted)
         with self.upstream.parsing("not an Ollama chat answer"):
             data = orjson.loads(body)
             message = data.get("message")
@@ -191,8 +191,8 @@ class OllamaProvider:
         request.stats.attempts = accepted.attempts
         response = accepted.response
         tool_index = 0
-        with self.upstream.relaying(response) as relaying:
-            async for lines in iter_line_batches(response):
+        with self.upstream.relaying(accepted) as relaying:
+            async for lines in self.upstream.line_batches(relaying, response):
                 batch: list[StreamDelta] = []
                 for line in lines:
                     if not line.strip():
@@ -213,6 +213,8 @@ class OllamaProvider:
                         with self.upstream.parsing("a malformed last stream line"):
                             batch.append(StreamDelta(finish_reason=_finish(data, tool_index > 0), usage=_usage(data)))
                         break
+                if batch:
+                    relaying.ticket.proven()
                 for delta in arrived_together(batch):
                     yield delta
                 if relaying.finished:

@@ -22,7 +22,7 @@ from app.providers.base import (
     Usage,
     arrived_together,
 )
-from app.providers.upstream import Upstream, iter_line_batches, text_content, upstream_message
+from app.providers.upstream import Upstream, text_content, upstream_message
 
 
 def _calls(value: Any) -> list[dict[str, Any]] | None:
@@ -61,7 +61,7 @@ class OpenAICompatProvider:
     async def complete(self, request: ProviderRequest) -> Completion:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
         request.stats.attempts = accepted.attempts
-        raw = await self.upstream.read_body(accepted.response)
+        raw = await self.upstream.read_body(accepted)
         with self.upstream.parsing("not a chat.completion"):
             data = orjson.loads(raw)
             choice = data["choices"][0]
@@ -78,13 +78,14 @@ class OpenAICompatProvider:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
         request.stats.attempts = accepted.attempts
         response = accepted.response
-        with self.upstream.relaying(response) as relaying:
+        with self.upstream.relaying(accepted) as relaying:
             if not response.headers.get("Content-Type", "").startswith("text/event-stream"):
                 # Some servers answer an error (or a whole completion) as plain JSON here.
-                message, _ = upstream_message(await response.read(), response.status)
-                raise self.upstream.bad_answer(f"expected an event stream: {self.upstream.clean(message)}")
+                raw = await self.upstream.read_error_body(response)
+                message, _ = self.upstream.error_fields(raw, response.status)
+                raise self.upstream.bad_answer(f"expected an event stream: {message}")
             finished = False  # a finish_reason came
-            async for lines in iter_line_batches(response):
+            async for lines in self.upstream.line_batches(relaying, response):
                 batch: list[StreamDelta] = []
                 for line in lines:
                     if not line.startswith(b"data:"):
@@ -97,6 +98,8 @@ class OpenAICompatProvider:
                     if delta is not None:
                         finished = finished or delta.finish_reason is not None
                         batch.append(delta)
+                if batch:
+                    relaying.ticket.proven()
                 for delta in arrived_together(batch):
                     yield delta
                 if relaying.finished:

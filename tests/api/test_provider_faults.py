@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import assert_envelope, running
-from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream, text_chunks
+from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream, gzip_bomb, text_chunks
 
 CHAT = "/v1/chat/completions"
 HELLO = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}
@@ -412,3 +412,157 @@ async def test_a_429_retry_after_date_is_understood(app_factory: Callable[..., F
         response = await client.post(CHAT, json=HELLO)
     assert_envelope(response, 429, type_="rate_limit_error")
     assert 3500 <= int(response.headers["retry-after"]) <= 3600 and len(fake.requests) == 1
+
+
+async def test_an_upstream_quoting_our_key_in_every_error_field_is_scrubbed_and_capped(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    """message, type, param and code of a 4xx all carry the Authorization header and 200 kB each:
+    the caller sees none of the key, and a few hundred characters."""
+    key = "k3y-for-the-upstream-only"  # no known credential shape: only knowing it finds it
+    async with gateway(app_factory, Reply(status=400, echo_auth=True), openai_api_key=key) as (client, fake):
+        response = await client.post(CHAT, json=HELLO)
+    assert fake.authorizations == [f"Bearer {key}"]  # it was sent, and echoed
+    error = assert_envelope(response, 400)
+    assert key not in response.text and "Bearer" not in response.text
+    assert error["message"].startswith("Invalid header Authorization: [REDACTED]")
+    assert error["param"].startswith("[REDACTED]") and error["code"].startswith("[REDACTED]")
+    assert len(error["message"]) <= 500 and len(error["param"]) <= 200 and len(error["code"]) <= 64
+    assert len(response.content) < 2000
+
+
+async def test_a_retry_after_too_large_to_be_true_is_a_day_not_a_500(app_factory: Callable[..., FastAPI]) -> None:
+    reply = Reply(status=429, headers={"Retry-After": "1e400"}, body={"error": {"message": "slow down"}})
+    async with gateway(app_factory, reply) as (client, _):
+        response = await client.post(CHAT, json=HELLO)
+    assert_envelope(response, 429, type_="rate_limit_error")
+    assert response.headers["retry-after"] == "86400"
+
+
+async def test_one_requests_retries_count_as_one_failure(app_factory: Callable[..., FastAPI]) -> None:
+    """Three attempts of one request against max_failures=3: its caller gets the upstream's error,
+    and the next caller still reaches the upstream."""
+    settings = {"llm_retry_count": 2, "llm_retry_backoff_sec": 0.01, "llm_circuit_max_failures": 3}
+    async with gateway(app_factory, Reply(status=503), **settings) as (client, fake):
+        for round_ in range(3):
+            error = assert_envelope(await client.post(CHAT, json=HELLO), 502)
+            assert error["code"] == "upstream_503", round_
+            assert len(fake.requests) == 3 * (round_ + 1)
+        assert assert_envelope(await client.post(CHAT, json=HELLO), 503)["code"] == "circuit_open"
+    assert len(fake.requests) == 9
+
+
+async def test_a_probe_that_never_answers_is_bounded_and_retry_after_is_true(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    """Half-open, the probe gets keep-alive comments forever (streamed), then a body that drips a
+    byte at a time (whole): each ends as a 504 within the request timeout, other callers are told
+    how long the probe has left, and the circuit closes once a probe answers."""
+    replies = (
+        Reply(status=500),
+        Reply(keepalive=0.1),
+        Reply(drip=0.2),
+        Reply(body=completion("recovered")),
+    )
+    settings = {"llm_circuit_max_failures": 1, "llm_circuit_reset_sec": 0.5, "llm_timeout_sec": 2.5}
+    async with gateway(app_factory, *replies, **settings) as (client, fake):
+        assert_envelope(await client.post(CHAT, json=HELLO), 502)
+        for body in ({**HELLO, "stream": True}, HELLO):
+            await asyncio.sleep(0.6)
+            started = time.monotonic()
+            probe = asyncio.create_task(client.post(CHAT, json=body))
+            await asyncio.sleep(0.5)
+            waiting = await client.post(CHAT, json=HELLO)
+            assert assert_envelope(waiting, 503)["code"] == "circuit_open"
+            assert waiting.headers["retry-after"] == "2"  # the probe's 2.5 s, 0.5 s in: not "1"
+            error = assert_envelope(await asyncio.wait_for(probe, 10), 504)
+            assert error["code"] == "provider_timeout" and "probe" in error["message"]
+            assert time.monotonic() - started < 4
+            # The probe failed: the next one may start a reset period later, and the caller is told.
+            waiting = await client.post(CHAT, json=HELLO)
+            assert assert_envelope(waiting, 503)["code"] == "circuit_open"
+            assert waiting.headers["retry-after"] == "1"
+        await asyncio.sleep(0.6)
+        assert (await client.post(CHAT, json=HELLO)).json()["choices"][0]["message"]["content"] == "recovered"
+        assert (await client.post(CHAT, json=HELLO)).status_code == 200
+    assert len(fake.requests) == 5
+
+
+BIG = 200 * 2**20  # far past every cap: sent piece by piece by the fake, never held whole
+
+
+async def test_oversized_answers_are_502_and_the_rest_is_never_read(app_factory: Callable[..., FastAPI]) -> None:
+    """A 200 MB body, a gzip bomb, a 200 MB first event: 502 provider_bad_response, at once, the
+    upstream's connection closed before it finished sending."""
+    replies = (Reply(big_body=BIG), Reply(gzip_bomb=BIG), Reply(huge_line=BIG))
+    gzip_bomb(BIG)  # built now, not while the fake serves
+    async with gateway(app_factory, *replies) as (client, fake):
+        started = time.monotonic()
+        for body in (HELLO, HELLO, {**HELLO, "stream": True}):
+            error = assert_envelope(await client.post(CHAT, json=body), 502, type_="provider_error")
+            assert error["code"] == "provider_bad_response" and "MiB" in error["message"]
+        assert time.monotonic() - started < 20
+        assert (await client.get("/health")).status_code == 200
+        await asyncio.sleep(0.2)
+    assert fake.hostile_ended == ["cut", "sent", "cut"]  # the bomb is small: it was all sent
+
+
+async def test_an_oversized_event_after_the_first_byte_is_an_in_band_error(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    reply = Reply(stream=[chunk({"role": "assistant", "content": "one "})], huge_line=BIG, delay=0.05)
+    async with gateway(app_factory, reply) as (client, fake):
+        response = await client.post(CHAT, json={**HELLO, "stream": True})
+    assert response.status_code == 200
+    events = sse(response.text)
+    assert events[0]["choices"][0]["delta"]["content"] == "one "
+    assert events[-1] == "[DONE]" and events[-2]["error"]["code"] == "provider_bad_response"
+    assert fake.hostile_ended == ["cut"]
+
+
+async def test_a_huge_error_body_is_read_only_as_far_as_its_message(app_factory: Callable[..., FastAPI]) -> None:
+    replies = (Reply(status=400, big_body=BIG), Reply(status=500, big_body=BIG), Reply(big_body=BIG))
+    async with gateway(app_factory, *replies) as (client, fake):
+        started = time.monotonic()
+        rejected = assert_envelope(await client.post(CHAT, json=HELLO), 400)
+        failed = assert_envelope(await client.post(CHAT, json=HELLO), 502)
+        # a stream request answered with a (huge) JSON body instead of an event stream
+        not_a_stream = assert_envelope(await client.post(CHAT, json={**HELLO, "stream": True}), 502)
+        assert time.monotonic() - started < 10
+        await asyncio.sleep(0.2)
+    assert len(rejected["message"]) <= 500 and rejected["message"].startswith('{"id": "chatcmpl-fake"')
+    assert failed["code"] == "upstream_500" and len(failed["message"]) < 700
+    assert not_a_stream["code"] == "provider_bad_response" and len(not_a_stream["message"]) < 700
+    assert fake.hostile_ended == ["cut", "cut", "cut"]
+
+
+async def test_an_oversized_ollama_line_is_502(app_factory: Callable[..., FastAPI]) -> None:
+    first = {"model": "fake-model", "message": {"role": "assistant", "content": "one "}, "done": False}
+    replies = (Reply(huge_line=BIG), Reply(stream=[first], huge_line=BIG, delay=0.05))
+    async with fake_upstream(*replies) as fake:
+        settings = {"llm_enabled": True, "llm_provider": "ollama", "ollama_url": fake.url.removesuffix("/v1")}
+        async with running(app_factory(**settings)) as client:
+            error = assert_envelope(await client.post(CHAT, json={**HELLO, "stream": True}), 502)
+            later = sse((await client.post(CHAT, json={**HELLO, "stream": True})).text)
+        await asyncio.sleep(0.2)
+    assert error["code"] == "provider_bad_response"
+    assert later[-1] == "[DONE]" and later[-2]["error"]["code"] == "provider_bad_response"
+    assert fake.hostile_ended == ["cut", "cut"]
+
+
+async def test_a_probe_whose_caller_leaves_lets_the_next_caller_probe(app_factory: Callable[..., FastAPI]) -> None:
+    """The probe's caller gives up while the upstream has not even sent its headers: the next
+    request is the probe at once, instead of a 503 until the probe's time runs out."""
+    replies = (Reply(status=500), Reply(hang=True), Reply(body=completion("recovered")))
+    settings = {"llm_circuit_max_failures": 1, "llm_circuit_reset_sec": 0.3, "llm_timeout_sec": 30}
+    async with gateway(app_factory, *replies, **settings) as (client, fake):
+        assert_envelope(await client.post(CHAT, json=HELLO), 502)
+        await asyncio.sleep(0.4)
+        probe = asyncio.create_task(client.post(CHAT, json=HELLO))
+        while len(fake.requests) < 2:
+            await asyncio.sleep(0.01)
+        probe.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await probe
+        response = await client.post(CHAT, json=HELLO)
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "recovered"

@@ -2,13 +2,16 @@
 
 Fault tests use it instead of mocking the client: each request takes the next :class:`Reply`
 from the script (the last one repeats), and every request body is recorded. A reply can be a
-status with a body, a hang, a stream that drips, resets or runs until the client leaves.
+status with a body, a hang, a stream that drips, resets or runs until the client leaves, and the
+hostile ones: an error that quotes our credentials, keep-alives forever, bodies, lines and gzip
+bombs of hundreds of megabytes. ``/api/chat`` speaks Ollama's NDJSON stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -73,6 +76,43 @@ class Reply:
     endless: bool = False  # keep streaming until the client goes away
     done: bool = True  # end a stream with [DONE] (False: just close it)
     stall: bool = False  # send the headers and part of the body, then nothing
+    # Hostile upstreams (each one a real misbehaviour; the sizes are generated as they are sent,
+    # never held in memory here):
+    echo_auth: bool = False  # answer `status` with the request's Authorization header in every error field
+    keepalive: float | None = None  # an event stream of SSE comments every this many seconds, forever
+    drip: float | None = None  # an event stream that sends one byte every this many seconds, forever
+    big_body: int = 0  # a body of this many bytes (with `status`): a completion whose content never ends
+    gzip_bomb: int = 0  # a gzip body (with `status`) that expands to this many bytes
+    huge_line: int = 0  # after the `stream` events, one SSE event of this many bytes
+
+
+_PIECE = 1024 * 1024  # hostile bodies go out in pieces of this size
+_BIG_PREFIX = b'{"id": "chatcmpl-fake", "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+_BOMBS: dict[int, bytes] = {}
+
+
+def gzip_bomb(size: int) -> bytes:
+    """A gzip body that expands to ``size`` bytes (a JSON completion padded with spaces)."""
+    if size not in _BOMBS:
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+        parts = [packer.compress(_BIG_PREFIX)]
+        blank = b" " * _PIECE
+        for _ in range(size // _PIECE):
+            parts.append(packer.compress(blank))
+        parts.append(packer.compress(b'"}}]}') + packer.flush())
+        _BOMBS[size] = b"".join(parts)
+    return _BOMBS[size]
+
+
+async def write_repeated(response: web.StreamResponse, prefix: bytes, size: int, suffix: bytes) -> None:
+    """``prefix``, ``size`` bytes of ``x``, ``suffix``: written piece by piece, never built whole."""
+    piece = b"x" * _PIECE
+    await response.write(prefix)
+    sent = 0
+    while sent < size:
+        await response.write(piece[: size - sent])
+        sent += min(_PIECE, size - sent)
+    await response.write(suffix)
 
 
 @dataclass
@@ -83,13 +123,18 @@ class FakeUpstream:
     models_body: bytes | None = None  # what /models answers (None: MODELS)
     disconnected_at: float | None = None
     url: str = ""
+    authorizations: list[str | None] = field(default_factory=list)  # the Authorization header of each chat request
+    hostile_ended: list[str] = field(default_factory=list)  # how each hostile reply ended: "sent" or "cut"
 
     def next_reply(self) -> Reply:
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(orjson.loads(await request.read()))
+        self.authorizations.append(request.headers.get("Authorization"))
         reply = self.next_reply()
+        if reply.echo_auth or reply.keepalive or reply.drip or reply.big_body or reply.gzip_bomb or reply.huge_line:
+            return await self.hostile(request, reply)
         if reply.hang:
             await asyncio.sleep(3600)
         if reply.delay and reply.stream is None:
@@ -137,6 +182,82 @@ class FakeUpstream:
             raise
         return response
 
+    async def hostile(self, request: web.Request, reply: Reply) -> web.StreamResponse:
+        if reply.echo_auth:
+            # An upstream that quotes the request it refused, headers and all, at length.
+            echoed = str(request.headers.get("Authorization"))
+            padding = "p" * 200_000
+            error = {
+                "message": f"Invalid header Authorization: {echoed} {padding}",
+                "type": f"{echoed} {padding}",
+                "param": f"{echoed} {padding}",
+                "code": f"{echoed} {padding}",
+            }
+            return web.json_response({"error": error}, status=reply.status)
+        streamed = reply.keepalive or reply.drip or reply.huge_line
+        response = web.StreamResponse(
+            status=reply.status,
+            headers={"Content-Type": "text/event-stream" if streamed else "application/json", **reply.headers},
+        )
+        if reply.gzip_bomb:
+            response.headers["Content-Encoding"] = "gzip"
+        await response.prepare(request)
+        try:
+            if reply.keepalive:
+                while True:
+                    await response.write(b": keep-alive\n\n")
+                    await asyncio.sleep(reply.keepalive)
+            if reply.drip:
+                while True:
+                    for byte in b'data: {"choices": [{"delta": {"content": "':
+                        await response.write(bytes([byte]))
+                        await asyncio.sleep(reply.drip)
+            if reply.huge_line:
+                for event in reply.stream or []:
+                    await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+                    await asyncio.sleep(reply.delay)
+                prefix = b'data: {"choices": [{"index": 0, "delta": {"content": "'
+                await write_repeated(response, prefix, reply.huge_line, b'"}}]}\n\ndata: [DONE]\n\n')
+            elif reply.gzip_bomb:
+                await response.write(gzip_bomb(reply.gzip_bomb))
+            elif reply.big_body:
+                await write_repeated(response, _BIG_PREFIX, reply.big_body, b'"}}]}')
+            await response.write_eof()
+        except ConnectionError:  # the reader hung up: what a capped reader should do
+            self.hostile_ended.append("cut")
+            self.disconnected_at = time.monotonic()
+            return response
+        except asyncio.CancelledError:
+            self.hostile_ended.append("cut")
+            self.disconnected_at = time.monotonic()
+            raise
+        self.hostile_ended.append("sent")
+        return response
+
+    async def ollama_chat(self, request: web.Request) -> web.StreamResponse:
+        """Ollama's /api/chat streaming NDJSON: the `stream` events as lines, then a huge line if asked."""
+        self.requests.append(orjson.loads(await request.read()))
+        reply = self.next_reply()
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        try:
+            for event in reply.stream or []:
+                await response.write(orjson.dumps(event) + b"\n")
+                await asyncio.sleep(reply.delay)
+            if reply.huge_line:
+                prefix = b'{"model": "fake-model", "message": {"role": "assistant", "content": "'
+                await write_repeated(response, prefix, reply.huge_line, b'"}, "done": false}\n')
+            await response.write(b'{"model": "fake-model", "message": {"content": ""}, "done": true}\n')
+            await response.write_eof()
+        except ConnectionError:
+            self.hostile_ended.append("cut")
+            return response
+        except asyncio.CancelledError:
+            self.hostile_ended.append("cut")
+            raise
+        self.hostile_ended.append("sent")
+        return response
+
     async def models(self, request: web.Request) -> web.Response:
         self.model_requests += 1
         if self.models_body is not None:
@@ -151,6 +272,7 @@ async def fake_upstream(*replies: Reply) -> AsyncIterator[FakeUpstream]:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", fake.chat)
     app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/api/chat", fake.ollama_chat)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
