@@ -10,6 +10,11 @@ when the pattern is compiled, with the reason: backreferences, lookahead and loo
 groups and possessive quantifiers, conditionals. Python's ``{,n}``, which RE2 would silently read
 as literal text, is refused too.
 
+The service's own regexes over caller text (word splitting, control characters, the memory
+gate's phrases) stay on Python's ``re`` for its Unicode classes: each is written so that no text
+can be matched two ways, and tests/unit/test_linear_regex.py drives each with the shapes that
+would make one backtrack.
+
 Matching goes through RE2's extension module directly on UTF-8 bytes: the text of a request is
 encoded once (:func:`utf8`) for all patterns, which keeps a 200-rule policy at about a microsecond
 per pattern (the ``re2`` wrapper's own ``search`` costs two to ten).

@@ -172,3 +172,48 @@ def test_the_memory_gate_finds_the_word_before_a_phrase_in_linear_time() -> None
     assert find_intent("a" * 20_000 + "1 remember this") == (20_002, 20_015)
     assert find_intent("i" + " !" * 10_000 + "remember that") is None  # "i" is the speaker
     assert time.monotonic() - started < 1.0  # quadratic before: 1.7 s for 8000 letters
+
+
+# The service's own regexes over caller text stay on Python's re (Unicode classes, lookarounds
+# RE2 lacks); each is written so no text can be matched two ways. These shapes would expose one
+# that is not: a long run of what a quantifier accepts, then what makes the match fail. Each is
+# driven the ways the code calls it (findall, search, match, split, sub; fullmatch where noted).
+INTERNAL = [
+    ("app.orchestrator.service", "_WORDS"),
+    ("app.providers.demo", "_WORD"),
+    ("app.routing.policy", "_WORD"),
+    ("app.routing.intent", "_CONTROL"),
+    ("app.routing.intent", "_SPACES"),
+    ("app.tools.builtins", "_SENTENCE_END"),
+    ("app.tools.builtins", "_PIECES"),
+    ("app.tools.runner", "_CONTROL"),
+    ("app.memory.gate", "_INTENT"),
+    ("app.memory.gate", "_WORDS"),
+    ("app.memory.gate", "_LEAD_IN_TAIL"),
+    ("app.memory.gate", "_CONTROL"),
+    ("app.memory.gate", "_SPACES"),
+    ("app.memory.store", "_TERM"),
+    ("app.observability.middleware", "_SANE_REQUEST_ID"),  # fullmatch
+    ("app.agents.registry", "TOOL_NAME"),
+]
+FULLMATCHED = {"_SANE_REQUEST_ID"}
+SHAPES = [" ", "\t", "a", "a'", "a''", "1", "1a", ". ", "!", " !", "-", "\x01", "remember ", "of "]
+
+
+@pytest.mark.parametrize(("module", "name"), INTERNAL)
+def test_the_services_own_regexes_over_caller_text_do_not_backtrack(module: str, name: str) -> None:
+    import importlib
+
+    pattern = getattr(importlib.import_module(module), name)
+    started = time.monotonic()
+    for shape in SHAPES:
+        for tail in ("", "x", "1", "\x00", "'"):
+            text = shape * (20_000 // len(shape)) + tail
+            pattern.findall(text)
+            pattern.search(text)
+            pattern.match(text)
+            pattern.split(text)
+            pattern.sub(" ", text)
+            if name in FULLMATCHED:
+                pattern.fullmatch(text)
+    assert time.monotonic() - started < 5.0  # generous: about 0.1 s in all
