@@ -7,15 +7,17 @@ classic ReDoS shape against every shipped pattern is answered, and ``/health`` a
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 from app.routing.rules import MAX_ROUTED_CHARS
-from tests.e2e.server import E2E_TOKEN, LiveServer
+from tests.e2e.server import E2E_TOKEN, LiveServer, run_to_exit, stderr_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +101,24 @@ def test_a_hostile_message_is_answered_by_the_model_not_a_tool(advanced_server: 
     )
     assert answer.status_code == 200
     assert answer.json()["route_decision"]["reason"] == "no_match"
+
+
+def test_a_pattern_re2_cannot_match_in_linear_time_stops_startup_with_the_rule_and_reason(tmp_path: Path) -> None:
+    router = tmp_path / "router_policy.yaml"
+    router.write_text("rules:\n  - id: math.look\n    when: {message: '\\d+(?=%)'}\n    target: {tool: safe_calc}\n")
+    result = run_to_exit(tmp_path, [sys.executable, "-m", "app"], {"ORCH_ROUTER_POLICY_PATH": str(router)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert stderr_lines(result) == [
+        f"orchestrators: invalid policy: ORCH_ROUTER_POLICY_PATH: {router}: rule 'math.look': when.message: "
+        "invalid regex: lookahead assertions ((?=...), (?!...)) are not supported (RE2 syntax, matched in linear time)"
+    ]
+    tools = tmp_path / "tool_policy.yaml"
+    tools.write_text(
+        "version: 1\nrules:\n  - id: calc\n    tools: [safe_calc]\n    action: allow\n"
+        "    when: {expression: {matches: '(a)\\1'}}\n"
+    )
+    result = run_to_exit(tmp_path, [sys.executable, "-m", "app"], {"ORCH_TOOL_POLICY_PATH": str(tools)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    [line] = stderr_lines(result)
+    assert line.startswith(f"orchestrators: invalid policy: ORCH_TOOL_POLICY_PATH: {tools} line 6")
+    assert line.endswith("backreferences (\\1 ... \\9) are not supported (RE2 syntax, matched in linear time)")
