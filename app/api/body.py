@@ -21,18 +21,21 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 async def read_json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object, or a 400 that says what is wrong with it."""
+    # Any encoding but identity is refused, whether or not the body really is compressed: a body
+    # taken as plain JSON under "gzip" is one that a proxy or a log would read differently.
+    # (The raw list, not request.headers: scanning a few byte strings costs a third of a lookup (0.7 against 1.9 us).)
+    for name, value in request.scope["headers"]:
+        if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+            encoding = value.decode("latin-1").strip()
+            raise UnsupportedMediaType(
+                f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed."
+            )
     body = await request.body()
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        # Worked out only for a body that failed: the hot path reads no extra header.
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding != "identity":
-            raise UnsupportedMediaType(
-                f"Content-Encoding '{encoding[:40]}' is not supported; send the JSON body uncompressed."
-            ) from None
         if "UTF-8" in str(exc):
             raise InvalidRequest("The request body is not valid UTF-8.", code="invalid_json") from None
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None

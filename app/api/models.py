@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
 from app.deps import ApiCallerDep, OrchestratorDep
@@ -34,8 +34,18 @@ async def list_models(orchestrator: OrchestratorDep, _: ApiCallerDep) -> ModelLi
     return ModelList(data=[_card(card) for card in await orchestrator.list_models()])
 
 
+def _model_id(model_id: str, request: Request) -> str:
+    # ``{model_id:path}`` (ids have slashes: ``org/model``) also matches ``/v1/models/``, whose id is
+    # empty; that path is an unknown route like every other trailing slash, said before auth is.
+    if not model_id:
+        raise NotFound(f"No route for {request.method} {request.url.path}.", code="unknown_route")
+    return model_id
+
+
 @router.get("/models/{model_id:path}", response_model=Model)
-async def retrieve_model(model_id: str, orchestrator: OrchestratorDep, _: ApiCallerDep) -> Model:
+async def retrieve_model(
+    model_id: Annotated[str, Depends(_model_id)], orchestrator: OrchestratorDep, _: ApiCallerDep
+) -> Model:
     for card in await orchestrator.list_models():
         if card.id == model_id:
             return _card(card)

@@ -44,7 +44,7 @@ _AUTHENTICATED_ERRORS = {
 }
 _BODY_ERRORS = {
     "413": "The body is over ORCH_MAX_REQUEST_BYTES.",
-    "415": "A compressed body (`Content-Encoding`).",
+    "415": "A body sent with a `Content-Encoding` other than identity (compressed or not).",
 }
 NOT_FOUND = {"description": "No such resource (see `code`)."}
 CONFLICT = {"description": "The resource is no longer in a state that allows this (see `code`)."}

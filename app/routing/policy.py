@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.agents.registry import TOOL_NAME, AgentRegistry
+from app.linear_regex import LinearPattern, PatternRefused, utf8
 from app.policy_files import PolicyFileError, describe, read_yaml_mapping
 
 FLAG = "ORCH_ROUTER_POLICY_PATH"
@@ -25,7 +26,9 @@ MAX_RULES = 5000
 MAX_PATTERN_CHARS = 2000
 RULE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # words for keyword conditions (it's)
+# Words for keyword conditions (it's). Python's re for its Unicode letters; it cannot backtrack:
+# an apostrophe must sit between two letters, so a text splits into words one way only.
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 TargetKind = Literal["tool", "model", "agent", "provider"]
 
@@ -165,13 +168,13 @@ class Rule:
     reason: str
     review: bool
     args: dict[str, Any] | None  # templates; None: every named group of the message regex
-    message: re.Pattern[str] | None = None
-    message_any: tuple[re.Pattern[str], ...] = ()
+    message: LinearPattern | None = None
+    message_any: tuple[LinearPattern, ...] = ()
     keywords: frozenset[str] = frozenset()  # single lower-cased words
     phrases: tuple[str, ...] = ()  # multi-word keywords, " a b " padded
-    unless: re.Pattern[str] | None = None
-    model: re.Pattern[str] | None = None
-    metadata: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    unless: LinearPattern | None = None
+    model: LinearPattern | None = None
+    metadata: tuple[tuple[str, LinearPattern], ...] = ()
     groups: frozenset[str] = field(default_factory=frozenset)
 
     def match(self, request: RoutedRequest) -> dict[str, Any] | None:
@@ -185,17 +188,17 @@ class Rule:
         if (self.keywords or self.phrases) and not self._keywords_match(request):
             return None
         found: dict[str, str] = {}
-        text = request.text
+        text = request.utf8
         if self.message is not None:
-            hit = self.message.search(text)
+            hit = self.message.groups(text)
             if hit is None:
                 return None
-            found = {k: v for k, v in hit.groupdict().items() if v is not None}
+            found = hit
         if self.message_any:
             for pattern in self.message_any:
-                hit = pattern.search(text)
+                hit = pattern.groups(text)
                 if hit is not None:
-                    found.update({k: v for k, v in hit.groupdict().items() if v is not None and k not in found})
+                    found.update({k: v for k, v in hit.items() if k not in found})
                     break
             else:
                 return None
@@ -236,6 +239,14 @@ class RoutedRequest:
     cut: bool = False  # the message was longer than the rules' window: ``text`` is its beginning
     _words: frozenset[str] | None = None
     _padded: str | None = None
+    _utf8: bytes | None = None
+
+    @property
+    def utf8(self) -> bytes:
+        """The text as the rules' patterns match it, encoded once for all of them."""
+        if self._utf8 is None:
+            self._utf8 = utf8(self.text)
+        return self._utf8
 
     @property
     def words(self) -> frozenset[str]:
@@ -275,10 +286,10 @@ class RouterPolicy:
         return labels
 
 
-def _compile(pattern: str, *, case_insensitive: bool, where: str) -> re.Pattern[str]:
+def _compile(pattern: str, *, case_insensitive: bool, where: str) -> LinearPattern:
     try:
-        return re.compile(pattern, re.IGNORECASE if case_insensitive else 0)
-    except re.error as exc:
+        return LinearPattern(pattern, case_insensitive=case_insensitive)
+    except PatternRefused as exc:
         raise ValueError(f"{where}: invalid regex: {exc}") from None
 
 

@@ -17,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
+# The most output tokens a request may ask for. Above any model's context window today (the largest
+# are about a million tokens), and it fits the 32-bit integers upstreams parse the field into: a
+# 2**63 was forwarded as sent, for the model server to overflow or reject in its own way.
+MAX_OUTPUT_TOKENS = 1_048_576
+
 
 class ChatMessage(BaseModel):
     """One message. ``content`` is text or a list of content parts; extra keys are kept."""
@@ -53,8 +58,8 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=1)

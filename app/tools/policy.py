@@ -20,9 +20,9 @@ did not hold). An ``allow`` listed early therefore never overrides a later ``den
 
 Conditions, per argument: ``max_length``, ``min_length`` (characters of the value; a non-string
 value is measured as its JSON text), ``matches``, ``not_matches`` (a regular expression searched
-in the value), ``in``, ``not_in`` (the value is / is not one of a list). An argument the call does
-not have fails ``max_length``, ``min_length``, ``matches`` and ``in``, and satisfies ``not_matches``
-and ``not_in``.
+in the value, RE2 syntax: :mod:`app.linear_regex`), ``in``, ``not_in`` (the value is / is not one
+of a list). An argument the call does not have fails ``max_length``, ``min_length``, ``matches``
+and ``in``, and satisfies ``not_matches`` and ``not_in``.
 
 The file is validated when the service starts: a mistake stops it with the file, the line and the
 reason. Rules that name a tool exactly must name a tool that exists (a misspelt ``deny`` would
@@ -40,6 +40,8 @@ from typing import Annotated, Any, Literal
 import orjson
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from app.linear_regex import LinearPattern, PatternRefused
 
 ALLOW, REQUIRE_APPROVAL, DENY = "allow", "require_approval", "deny"
 _STRICTNESS = {ALLOW: 0, REQUIRE_APPROVAL: 1, DENY: 2}
@@ -105,8 +107,8 @@ class _Check:
     arg: str
     max_length: int | None
     min_length: int | None
-    matches: re.Pattern[str] | None
-    not_matches: re.Pattern[str] | None
+    matches: LinearPattern | None
+    not_matches: LinearPattern | None
     within: tuple[Scalar, ...] | None
     outside: tuple[Scalar, ...] | None
 
@@ -283,12 +285,12 @@ class _Failure:
     def at(self, loc: tuple[Any, ...], message: str) -> PolicyError:
         return PolicyError(f"{self.path} line {_line_of(loc, self.lines)} ({_where(loc)}): {message}")
 
-    def regex(self, loc: tuple[Any, ...], pattern: str | None) -> re.Pattern[str] | None:
+    def regex(self, loc: tuple[Any, ...], pattern: str | None) -> LinearPattern | None:
         if pattern is None:
             return None
         try:
-            return re.compile(pattern)
-        except re.error as exc:
+            return LinearPattern(pattern)
+        except PatternRefused as exc:
             raise self.at(loc, f"invalid regular expression {pattern!r}: {exc}") from None
 
 

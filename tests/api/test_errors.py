@@ -43,6 +43,14 @@ CHAT = "/v1/chat/completions"
         ),
         (b'{"messages": [{"role": "user", "content": "hi"}], "temperature": 9}', "temperature", None),
         (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}', "max_tokens", None),
+        # forwarded as sent before: a model server parses it into a 32-bit integer
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9223372036854775808}', "max_tokens", None),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 9223372036854775807}',
+            "max_completion_tokens",
+            "less than or equal to 1048576",
+        ),
+        (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1048577}', "max_tokens", None),
         (b'{"messages": [{"role": "user", "content": "hi"}], "model": 12}', "model", None),
     ],
 )
@@ -62,6 +70,42 @@ async def test_a_compressed_body_gets_415_naming_the_encoding(client: httpx.Asyn
     response = await client.post(CHAT, content=body, headers=headers)
     error = assert_envelope(response, 415, type_="invalid_request_error")
     assert error["code"] == "unsupported_content_encoding" and encoding in error["message"]
+
+
+async def test_the_largest_output_budget_is_accepted(client: httpx.AsyncClient) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1_048_576, "max_completion_tokens": 1}
+    assert (await client.post(CHAT, json=body)).status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "GZIP ", "deflate", "br", "zstd", "identity, gzip", "x-anything"])
+@pytest.mark.parametrize("path", [CHAT, "/echo", "/v1/memory"])
+async def test_an_encoding_on_a_plain_body_gets_415_all_the_same(
+    app_factory: Callable[..., FastAPI], encoding: str, path: str
+) -> None:
+    """The body is plain JSON the service could read; the header says it is not, so it is refused."""
+    async with running(app_factory(memory_enabled=True)) as client:
+        body = b'{"messages": [{"role": "user", "content": "hi"}], "content": "remember that x is 1"}'
+        headers = {"content-type": "application/json", "content-encoding": encoding}
+        error = assert_envelope(await client.post(path, content=body, headers=headers), 415)
+        assert error["code"] == "unsupported_content_encoding" and encoding.strip() in error["message"]
+        assert (await client.get("/v1/memory")).json()["data"] == []  # nothing was stored
+
+
+@pytest.mark.parametrize("encoding", ["identity", "Identity", ""])
+async def test_identity_is_no_encoding(client: httpx.AsyncClient, encoding: str) -> None:
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    assert (await client.post(CHAT, content=body, headers=headers)).status_code == 200
+
+
+async def test_a_trailing_slash_on_models_is_an_unknown_route(app_factory: Callable[..., FastAPI]) -> None:
+    async with running(app_factory()) as client:
+        error = assert_envelope(await client.get("/v1/models/"), 404, type_="not_found_error")
+        assert error["code"] == "unknown_route"
+        assert (await client.get("/v1/models/orchestrators-demo")).status_code == 200
+    async with running(app_factory(), token=None) as anonymous:  # as every unknown route: 404 before auth
+        assert assert_envelope(await anonymous.get("/v1/models/"), 404)["code"] == "unknown_route"
+        assert (await anonymous.get("/v1/models/orchestrators-demo")).status_code == 401
 
 
 async def test_bad_echo_bodies_get_400(client: httpx.AsyncClient) -> None:
