@@ -99,6 +99,16 @@ Switch = Annotated[bool, BeforeValidator(_switch)]
 """A boolean flag: exactly the documented words, any case; anything else is a bad value."""
 
 
+def _optional_switch(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _switch(value)
+
+
+FollowingSwitch = Annotated[bool | None, BeforeValidator(_optional_switch)]
+"""A finer switch of a feature: empty (the default) follows the feature's own switch."""
+
+
 def _csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -238,11 +248,14 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
     # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
+    # ORCH_MEMORY_ENABLED=1 alone turns the feature on with its safe defaults (capture on, policy
+    # strict); the finer flags below refine it when set.
     memory_enabled: Switch = False
-    memory_capture_enabled: Switch = False
+    memory_capture_enabled: FollowingSwitch = None  # empty: on when memory is
     # off: nothing is stored; strict: only messages with an explicit intent phrase
     # ("remember this", ...); capture_only: every message long enough (after scrubbing).
-    memory_write_policy: Literal["off", "strict", "capture_only"] = "off"
+    # Empty: strict (nothing is stored that the user did not ask to keep).
+    memory_write_policy: Literal["off", "strict", "capture_only"] | None = None
     memory_capture_ttl_minutes: int = Field(180, ge=1, le=MAX_MEMORY_TTL_MINUTES)
     memory_db_path: Path = Path("instance/memory.db")
     memory_max_chars: int = Field(500, ge=MEMORY_MIN_CHARS_FLOOR, le=20_000)  # stored memories are cut here
@@ -391,7 +404,9 @@ class Settings(BaseSettings):
     @field_validator("memory_write_policy", mode="before")
     @classmethod
     def _lower_policy(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @model_validator(mode="after")
     def _memory_modes(self) -> Settings:
@@ -471,6 +486,16 @@ class Settings(BaseSettings):
     @property
     def rate_limit_storage(self) -> str:
         return self.rate_limit_storage_url or "memory://"
+
+    @property
+    def memory_capture(self) -> bool:
+        """Capture is on with memory unless ORCH_MEMORY_CAPTURE_ENABLED=0 says otherwise."""
+        return self.memory_enabled and self.memory_capture_enabled is not False
+
+    @property
+    def memory_policy(self) -> Literal["off", "strict", "capture_only"]:
+        """ORCH_MEMORY_WRITE_POLICY, or ``strict`` when it is not set."""
+        return self.memory_write_policy or "strict"
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

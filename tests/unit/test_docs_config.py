@@ -45,6 +45,8 @@ def _shown(value: object) -> str:
     """A default as the docs write it: booleans as 1/0, lists comma-separated, 30.0 as 30."""
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    if value is None:
+        return ""  # a finer switch that follows its feature's: "(empty = ...)"
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, list):
