@@ -148,7 +148,9 @@ class Settings(BaseSettings):
     # --- guardrails -----------------------------------------------------------------------
     max_request_bytes: int = Field(1_048_576, ge=1)
     rate_limit_enabled: Switch = True
-    rate_limit: str = "60 per minute"
+    # Per caller. One person's clients (a chat UI, an agent's tool loop) send bursts of calls per
+    # turn; this still stops a runaway script (docs/configuration.md says why this number).
+    rate_limit: str = "600 per minute"
     rate_limit_storage_url: str = ""
     # Trust X-Forwarded-For from these proxies (comma list of IPs) when keying anonymous callers.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -192,9 +194,13 @@ class Settings(BaseSettings):
     # What the OpenAI client calls base_url, /v1 included.
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_api_key: SecretStr = SecretStr("")
-    llm_timeout_sec: float = Field(30.0, gt=0)
+    # No byte for this long fails the attempt. A local model on a laptop can think for minutes
+    # before a non-streamed answer's first byte; 600 s is also the OpenAI client's own default.
+    llm_timeout_sec: float = Field(600.0, gt=0)
     llm_health_timeout_sec: float = Field(5.0, gt=0)
-    llm_max_output_chars: int = 4000  # <= 0: unlimited
+    # Bounds the memory one reply may take, above what a 32k-token context can produce (~130k
+    # characters), so that a long answer is kept whole. <= 0: unlimited.
+    llm_max_output_chars: int = 200_000
     llm_retry_count: int = Field(0, ge=0, le=10)
     llm_retry_backoff_sec: float = Field(0.5, ge=0)
     llm_circuit_max_failures: int = Field(3, ge=0)  # 0: breaker off

@@ -191,7 +191,7 @@ class Upstream:
                     # The upstream took the request and went silent: retrying would double its load.
                     self._failed(exc)
                     raise ProviderTimeout(
-                        f"The {self.provider} upstream sent nothing for {self.timeout:g}s (ORCH_LLM_TIMEOUT_SEC)."
+                        f"The model did not answer within {self.timeout:g} s (raise ORCH_LLM_TIMEOUT_SEC)."
                     ) from None
                 self._failed(exc)
                 failure: OrchestratorError = self._unreachable(exc)

@@ -23,7 +23,7 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.host == "127.0.0.1" and settings.port == 8088
     assert settings.require_bearer and settings.auth_required
     assert not settings.llm_enabled
-    assert settings.rate_limit == "60 per minute" and settings.rate_limit_storage == "memory://"
+    assert settings.rate_limit == "600 per minute" and settings.rate_limit_storage == "memory://"
     assert settings.max_request_bytes == 1_048_576
     assert not settings.otel_enabled
     assert not settings.memory_enabled and not settings.memory_capture and not settings.memory_recall_enabled
