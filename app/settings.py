@@ -243,7 +243,9 @@ class Settings(BaseSettings):
     tool_web_search_enabled: Switch = False
     tool_web_search_url: str = "https://html.duckduckgo.com/html/"
     tool_sandbox_enabled: Switch = True
-    tool_sandbox_required: Switch = True
+    # 0: without Docker the service stays ready (listed as degraded) and sandboxed tools answer
+    # sandbox_unavailable; 1: /ready fails until the sandbox works.
+    tool_sandbox_required: Switch = False
     sandbox_image: str = "orchestrators-sandbox:1"
     sandbox_timeout_sec: float = Field(10.0, gt=0, le=300)
     sandbox_memory_mb: int = Field(256, ge=32, le=65_536)
