@@ -149,7 +149,7 @@ _ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 # into *Authorize* is not persisted (persistAuthorization would keep it in localStorage).
 SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "tryItOutEnabled": True}
 # The pages may load nothing but this service: ReDoc's bundle shows the Redocly logo from its CDN
-# whatever its options say (the browser now refuses it, and ReDoc hides the image), and any other
+# whatever its options say (the browser refuses it, and ReDoc hides the image), and any other
 # address baked into a bundle is refused the same way. Inline script and styles: the pages' own
 # bootstrap script and ReDoc's generated styles; blob: workers: ReDoc's search index.
 DOCS_CSP = (
