@@ -50,6 +50,7 @@ $(MODEL_STAMP): | $(BIN)/python
 test-deps: $(DEV_STAMP) $(MODEL_STAMP)
 	scripts/build_llama_server.sh >/dev/null
 	scripts/ensure_docker.sh >/dev/null
+	scripts/ensure_chromium.sh >/dev/null
 	scripts/build_sandbox_image.sh >/dev/null
 
 test: test-deps

@@ -42,6 +42,9 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=None,
+        # /docs and /redoc are served offline by install_openapi (FastAPI's load from a CDN).
+        docs_url=None,
+        redoc_url=None,
         # Starlette answers a path with a trailing slash (``/v1/memory/``, an empty id) with a 307
         # to the path without it, keeping the method: a client that follows redirects turned a
         # ``DELETE /v1/memory/{id}`` whose id was empty into ``DELETE /v1/memory`` (forget

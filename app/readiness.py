@@ -2,7 +2,9 @@
 
 Components register checks (the provider, databases, the rate-limit storage). Results are cached
 for a few seconds so that a probe every second never turns into a slow upstream call per probe,
-and checks run concurrently, each bounded by a timeout.
+and checks run concurrently, each bounded by a timeout. An optional check (the sandbox, unless the
+operator requires it) that fails makes the instance degraded, not unready: what it serves still
+works, and the failure is listed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class ReadinessReport:
     ready: bool
     reason: str
     checks: dict[str, str] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)  # the reasons of failed optional checks
 
 
 def _discard_outcome(task: asyncio.Future[tuple[bool, str]]) -> None:
@@ -35,15 +38,19 @@ class Readiness:
     def __init__(self) -> None:
         self._checks: dict[str, CheckFn] = {}
         self._timeouts: dict[str, float] = {}
+        self._optional: set[str] = set()
         self._cached: ReadinessReport | None = None
         self._cached_at = 0.0
         self._lock = asyncio.Lock()
 
-    def add(self, name: str, check: CheckFn, *, timeout: float = CHECK_TIMEOUT_SECONDS) -> None:
+    def add(self, name: str, check: CheckFn, *, timeout: float = CHECK_TIMEOUT_SECONDS, required: bool = True) -> None:
         """``timeout``: a backstop; a check with a bound of its own gets a longer one, so that its
-        own reason (e.g. ``provider_unreachable``) is the one reported."""
+        own reason (e.g. ``provider_unreachable``) is the one reported. ``required=False``: a failure
+        is listed in ``degraded`` and leaves the instance ready."""
         self._checks[name] = check
         self._timeouts[name] = timeout
+        if not required:
+            self._optional.add(name)
 
     async def _run(self, name: str) -> tuple[bool, str]:
         # Not wait_for: it waits for the cancelled check to finish, and a query on a hung database
@@ -68,11 +75,13 @@ class Readiness:
             names = list(self._checks)
             results = await asyncio.gather(*(self._run(n) for n in names))
             checks = {name: reason for name, (_, reason) in zip(names, results, strict=True)}
-            failed = [(name, reason) for name, (ok, reason) in zip(names, results, strict=True) if not ok]
+            failing = [(name, reason) for name, (ok, reason) in zip(names, results, strict=True) if not ok]
+            failed = [reason for name, reason in failing if name not in self._optional]
             report = ReadinessReport(
                 ready=not failed,
-                reason=failed[0][1] if failed else "ok",
+                reason=failed[0] if failed else "ok",
                 checks=checks,
+                degraded=[reason for name, reason in failing if name in self._optional],
             )
             self._cached, self._cached_at = report, time.monotonic()
             return report

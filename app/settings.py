@@ -99,6 +99,16 @@ Switch = Annotated[bool, BeforeValidator(_switch)]
 """A boolean flag: exactly the documented words, any case; anything else is a bad value."""
 
 
+def _optional_switch(value: Any) -> Any:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _switch(value)
+
+
+FollowingSwitch = Annotated[bool | None, BeforeValidator(_optional_switch)]
+"""A finer switch of a feature: empty (the default) follows the feature's own switch."""
+
+
 def _csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -138,7 +148,9 @@ class Settings(BaseSettings):
     # --- guardrails -----------------------------------------------------------------------
     max_request_bytes: int = Field(1_048_576, ge=1)
     rate_limit_enabled: Switch = True
-    rate_limit: str = "60 per minute"
+    # Per caller. One person's clients (a chat UI, an agent's tool loop) send bursts of calls per
+    # turn; this still stops a runaway script (docs/configuration.md says why this number).
+    rate_limit: str = "600 per minute"
     rate_limit_storage_url: str = ""
     # Trust X-Forwarded-For from these proxies (comma list of IPs) when keying anonymous callers.
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -190,9 +202,13 @@ class Settings(BaseSettings):
     # What the OpenAI client calls base_url, /v1 included.
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_api_key: SecretStr = SecretStr("")
-    llm_timeout_sec: float = Field(30.0, gt=0)
+    # No byte for this long fails the attempt. A local model on a laptop can think for minutes
+    # before a non-streamed answer's first byte; 600 s is also the OpenAI client's own default.
+    llm_timeout_sec: float = Field(600.0, gt=0)
     llm_health_timeout_sec: float = Field(5.0, gt=0)
-    llm_max_output_chars: int = 4000  # <= 0: unlimited
+    # Bounds the memory one reply may take, above what a 32k-token context can produce (~130k
+    # characters), so that a long answer is kept whole. <= 0: unlimited.
+    llm_max_output_chars: int = 200_000
     llm_retry_count: int = Field(0, ge=0, le=10)
     llm_retry_backoff_sec: float = Field(0.5, ge=0)
     llm_circuit_max_failures: int = Field(3, ge=0)  # 0: breaker off
@@ -235,7 +251,9 @@ class Settings(BaseSettings):
     tool_web_search_enabled: Switch = False
     tool_web_search_url: str = "https://html.duckduckgo.com/html/"
     tool_sandbox_enabled: Switch = True
-    tool_sandbox_required: Switch = True
+    # 0: without Docker the service stays ready (listed as degraded) and sandboxed tools answer
+    # sandbox_unavailable; 1: /ready fails until the sandbox works.
+    tool_sandbox_required: Switch = False
     sandbox_image: str = "orchestrators-sandbox:1"
     sandbox_timeout_sec: float = Field(10.0, gt=0, le=300)
     sandbox_memory_mb: int = Field(256, ge=32, le=65_536)
@@ -246,11 +264,14 @@ class Settings(BaseSettings):
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
     # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
+    # ORCH_MEMORY_ENABLED=1 alone turns the feature on with its safe defaults (capture on, policy
+    # strict); the finer flags below refine it when set.
     memory_enabled: Switch = False
-    memory_capture_enabled: Switch = False
+    memory_capture_enabled: FollowingSwitch = None  # empty: on when memory is
     # off: nothing is stored; strict: only messages with an explicit intent phrase
     # ("remember this", ...); capture_only: every message long enough (after scrubbing).
-    memory_write_policy: Literal["off", "strict", "capture_only"] = "off"
+    # Empty: strict (nothing is stored that the user did not ask to keep).
+    memory_write_policy: Literal["off", "strict", "capture_only"] | None = None
     memory_capture_ttl_minutes: int = Field(180, ge=1, le=MAX_MEMORY_TTL_MINUTES)
     memory_db_path: Path = Path("instance/memory.db")
     memory_max_chars: int = Field(500, ge=MEMORY_MIN_CHARS_FLOOR, le=20_000)  # stored memories are cut here
@@ -411,7 +432,9 @@ class Settings(BaseSettings):
     @field_validator("memory_write_policy", mode="before")
     @classmethod
     def _lower_policy(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
+        if isinstance(value, str):
+            return value.strip().lower() or None
+        return value
 
     @model_validator(mode="after")
     def _memory_modes(self) -> Settings:
@@ -491,6 +514,16 @@ class Settings(BaseSettings):
     @property
     def rate_limit_storage(self) -> str:
         return self.rate_limit_storage_url or "memory://"
+
+    @property
+    def memory_capture(self) -> bool:
+        """Capture is on with memory unless ORCH_MEMORY_CAPTURE_ENABLED=0 says otherwise."""
+        return self.memory_enabled and self.memory_capture_enabled is not False
+
+    @property
+    def memory_policy(self) -> Literal["off", "strict", "capture_only"]:
+        """ORCH_MEMORY_WRITE_POLICY, or ``strict`` when it is not set."""
+        return self.memory_write_policy or "strict"
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import body_ref
@@ -15,6 +15,8 @@ MAX_ECHO_CHARS = 10_000  # an echo is for debugging, not a data channel
 
 
 class EchoRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"message": "hello"}]})
+
     message: str = Field(default="", max_length=MAX_ECHO_CHARS)
 
 

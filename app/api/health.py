@@ -30,7 +30,9 @@ async def health() -> Response:
 )
 async def ready(state: StateDep) -> JSONResponse:
     """200 ``ready``, or 503 with ``status`` and the ``reason`` (API disabled, provider or database
-    unavailable). Results are cached for a few seconds; no auth, never rate limited."""
+    unavailable). A 200 lists in ``degraded`` what is off but not required (the sandbox without
+    Docker, unless ORCH_TOOL_SANDBOX_REQUIRED=1). Results are cached for a few seconds; no auth,
+    never rate limited."""
     body: dict[str, Any] = {"status": "ready", "service": SERVICE_ID}
     if not state.settings.enable_api:
         body.update(status="disabled", reason="api_disabled")
@@ -38,6 +40,8 @@ async def ready(state: StateDep) -> JSONResponse:
     report = await state.readiness.report()
     if report.checks:
         body["checks"] = report.checks
+    if report.degraded:
+        body["degraded"] = report.degraded
     if not report.ready:
         body.update(status="unready", reason=report.reason)
         return JSONResponse(body, status_code=503)

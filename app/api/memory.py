@@ -49,7 +49,9 @@ MemoryId = Annotated[str, Path(pattern=MEMORY_ID, description="A memory id (a UU
 class MemoryCreateRequest(BaseModel):
     """Store one memory through the gate (same scrubbing and decisions as chat capture)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"content": "Deployments happen on Fridays after the standup"}]}
+    )
 
     content: str = Field(min_length=1, max_length=MAX_POSTED_CHARS, description="What to remember.")
 

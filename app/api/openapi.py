@@ -1,16 +1,28 @@
-"""OpenAPI (``/docs``): hand-read request bodies, plain Starlette routes, and the bearer scheme.
+"""OpenAPI (``/docs``, ``/redoc``): hand-read request bodies, plain Starlette routes, the bearer
+scheme, and the pages themselves, served offline.
 
 Routes that read their body by hand (see :mod:`app.api.body`) or are plain Starlette routes (the
 chat route) are not described by FastAPI itself; their models and operations are added here, and a
-bearer security scheme makes ``/docs`` usable as a playground (*Authorize*, paste the token).
+bearer security scheme makes ``/docs`` usable as a playground (*Authorize*, paste the token). Each
+request model carries an example (``json_schema_extra``), which becomes the playground's default
+body.
+
+FastAPI's own pages load Swagger UI and ReDoc from a CDN and ReDoc's fonts from Google: on a machine
+without internet they stay blank. The assets come from the ``fastapi-offline`` package instead and
+are served under :data:`DOCS_ASSETS`, so the pages need nothing but this service.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -74,9 +86,21 @@ def response_ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": REF_TEMPLATE.format(model=model.__name__)}
 
 
+def request_example(model: type[BaseModel]) -> dict[str, Any] | None:
+    """The first of ``model``'s examples (``json_schema_extra={"examples": [...]}``), if any."""
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    return examples[0] if isinstance(examples, list) and examples and isinstance(examples[0], dict) else None
+
+
 def body_ref(model: type[BaseModel]) -> dict[str, Any]:
-    """A required JSON request body of ``model``."""
-    return {"required": True, "content": {"application/json": {"schema": response_ref(model)}}}
+    """A required JSON request body of ``model``, with its example as the playground's default body
+    (Swagger UI otherwise builds one from the schema: ``role: system``, ``content: null``)."""
+    media: dict[str, Any] = {"schema": response_ref(model)}
+    example = request_example(model)
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
 
 
 def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -116,3 +140,65 @@ def install_openapi(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_docs(app)
+
+
+DOCS_ASSETS = "/docs/assets"
+_ASSETS_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
+# No request leaves for the online validator (Swagger UI's default validatorUrl). The token pasted
+# into *Authorize* is not persisted (persistAuthorization would keep it in localStorage).
+SWAGGER_UI_PARAMETERS = {"validatorUrl": None, "tryItOutEnabled": True}
+# The pages may load nothing but this service: ReDoc's bundle shows the Redocly logo from its CDN
+# whatever its options say (the browser refuses it, and ReDoc hides the image), and any other
+# address baked into a bundle is refused the same way. Inline script and styles: the pages' own
+# bootstrap script and ReDoc's generated styles; blob: workers: ReDoc's search index.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
+
+
+def _local_only(page: HTMLResponse) -> HTMLResponse:
+    page.headers["Content-Security-Policy"] = DOCS_CSP
+    return page
+
+
+def install_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI), its OAuth2 redirect page, ``/redoc``, and their assets, all local.
+
+    The app is built with ``docs_url=None, redoc_url=None`` so that FastAPI's CDN pages are not
+    there. No auth: like ``/openapi.json``, they describe the routes, not any data."""
+    assert app.openapi_url is not None and app.swagger_ui_oauth2_redirect_url is not None
+    openapi_url, redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_ASSETS_DIR), name="docs-assets")
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=root + redirect_url,
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters=SWAGGER_UI_PARAMETERS,
+        )
+        return _local_only(page)
+
+    async def oauth2_redirect(request: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=root + openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        return _local_only(page)
+
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route(redirect_url, oauth2_redirect, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)

@@ -39,7 +39,10 @@ ItemId = Annotated[str, Path(min_length=1, max_length=64)]
 
 class ResolveRequest(BaseModel):
     # A misspelt field ("notes") is refused rather than dropped, as on the other request bodies.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"route": "provider", "note": "a general question: the model answers"}]},
+    )
 
     route: str = Field(
         min_length=1,

@@ -34,7 +34,9 @@ APPROVAL_ID = r"^[A-Za-z0-9_-]{1,128}$"
 class ToolExecuteRequest(BaseModel):
     """Run one tool through the policy, approvals and the sandbox."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "safe_calc", "args": {"expression": "2 * (3 + 4)"}}]}
+    )
 
     name: str = Field(pattern=TOOL_NAME, description="The tool (see GET /v1/tools).")
     args: dict[str, Any] | None = Field(default=None, description="The tool's arguments (a JSON object).")
@@ -46,7 +48,10 @@ class ToolExecuteRequest(BaseModel):
 class ToolApproveRequest(BaseModel):
     """Approve one call (tool + exact arguments) directly: a single-use token."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "python_exec", "args": {"code": "print(6 * 7)"}, "ttl_seconds": 300}]},
+    )
 
     name: str = Field(pattern=TOOL_NAME)
     args: dict[str, Any] | None = None
@@ -56,13 +61,13 @@ class ToolApproveRequest(BaseModel):
 
 
 class ApprovalDecisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ttl_seconds": 300}]})
 
     ttl_seconds: StrictInt | None = Field(default=None, ge=1, le=MAX_APPROVAL_TTL_SEC)
 
 
 class ApprovalDenyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"reason": "not needed for this task"}]})
 
     reason: str | None = Field(default=None, max_length=500)
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
@@ -195,6 +195,9 @@ async def consistency_proof(
 
 
 class AuditRequest(BaseModel):
+    # The example is the shape of a receipt id (the `request_id` of a chat); this one is unknown: 404.
+    model_config = ConfigDict(json_schema_extra={"examples": [{"trace_id": "0190f2c4-5b6e-7c3d-8e9f-a1b2c3d4e5f6"}]})
+
     trace_id: str = Field(min_length=1, max_length=64)
 
 

@@ -63,8 +63,8 @@ class Outcome:
 def gate_config(settings: Settings) -> GateConfig:
     return GateConfig(
         enabled=settings.memory_enabled,
-        capture_enabled=settings.memory_capture_enabled,
-        write_policy=settings.memory_write_policy,
+        capture_enabled=settings.memory_capture,
+        write_policy=settings.memory_policy,
         max_chars=settings.memory_max_chars,
         min_chars=settings.memory_min_chars,
         redact_pii=settings.memory_scrub_redact_pii,

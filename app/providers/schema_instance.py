@@ -15,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
-import re2
 from jsonschema import validators
 
 from app.errors import InvalidRequest
+from app.linear_regex import LinearPattern, PatternRefused
 
 MAX_DEPTH = 16  # deeper than any hand-written schema; stops a recursive $ref from running away
 # Past this depth optional parts are left out (empty lists, null where allowed), so that a
@@ -57,9 +57,9 @@ def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, 
     if not validator.is_type(instance, "string"):
         return
     try:
-        matched = re2.search(pattern, instance) is not None
-    except re2.error:
-        yield jsonschema.ValidationError(f"pattern {pattern!r} is not supported (RE2 syntax)")
+        matched = LinearPattern(pattern).search(instance)
+    except PatternRefused as exc:
+        yield jsonschema.ValidationError(f"pattern {pattern[:80]!r} is not supported: {exc}")
         return
     if not matched:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
@@ -209,12 +209,13 @@ class _Builder:
             value = value + "x" * (low - len(value))
         pattern = schema.get("pattern")
         if isinstance(pattern, str):
+            try:
+                compiled = LinearPattern(pattern)
+            except PatternRefused as exc:
+                raise SchemaUnsatisfiable(f"{name}: its pattern is not supported ({exc})") from None
             for candidate in (value, *_PATTERN_CANDIDATES):
-                try:
-                    if re2.search(pattern, candidate) is not None:
-                        return candidate
-                except re2.error as exc:
-                    raise SchemaUnsatisfiable(f"{name}: pattern is not RE2 syntax ({exc})") from None
+                if compiled.search(candidate):
+                    return candidate
             raise SchemaUnsatisfiable(f"{name}: the demo provider has no text that matches its pattern")
         return value
 

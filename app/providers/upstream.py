@@ -235,7 +235,7 @@ class Upstream:
                     self._log_failure(exc)
                     ticket.failure()
                     raise ProviderTimeout(
-                        f"The {self.provider} upstream sent nothing for {self.timeout:g}s (ORCH_LLM_TIMEOUT_SEC)."
+                        f"The model did not answer within {self.timeout:g} s (raise ORCH_LLM_TIMEOUT_SEC)."
                     ) from None
                 self._log_failure(exc)
                 failure: OrchestratorError = self._unreachable(exc)

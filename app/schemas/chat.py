@@ -52,7 +52,23 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """The OpenAI chat request. Unknown fields are accepted and forwarded to the provider."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    # The example (the playground's default body) names no model: the default one answers.
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "messages": [
+                        {"role": "system", "content": "You are a concise assistant."},
+                        {"role": "user", "content": "In one sentence: what does a reverse proxy do?"},
+                    ],
+                    "max_tokens": 200,
+                    "stream": False,
+                }
+            ]
+        },
+    )
 
     model: str | None = Field(default=None, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from app.db.connection import Database
@@ -33,20 +34,43 @@ class Tools:
     runner: GuardedToolRunner
 
     def add_readiness(self, readiness: Readiness, *, required: bool) -> None:
-        if not self.sandbox.enabled:
-            return
-        if required:
-            readiness.add("sandbox", self.sandbox.readiness_check)
-            return
-
-        async def optional() -> tuple[bool, str]:
-            ok, reason = await self.sandbox.readiness_check()
-            return True, reason if ok else f"{reason} (ORCH_TOOL_SANDBOX_REQUIRED=0)"
-
-        readiness.add("sandbox", optional)
+        """The sandbox's check (optional unless ``required``), and the startup line saying what is
+        off and which flag changes that."""
+        line = sandbox_startup_line(self.sandbox.enabled, self.sandbox.reason, required=required)
+        if line is not None:
+            log.log(logging.WARNING if self.sandbox.enabled else logging.INFO, line)
+        if self.sandbox.enabled:
+            readiness.add("sandbox", self.sandbox.readiness_check, required=required)
 
     async def aclose(self) -> None:
         await self.sandbox.aclose()
+
+
+# What a probe's reason means, in the words of the startup line.
+_SANDBOX_REASONS = {
+    "docker_not_found": "docker not found",
+    "docker_unreachable": "docker does not answer",
+    "sandbox_image_missing": "the sandbox image is missing: scripts/build_sandbox_image.sh builds it",
+    "docker_error": "docker answered with an error",
+}
+
+
+def sandbox_startup_line(enabled: bool, reason: str, *, required: bool) -> str | None:
+    """One line for the operator when the sandbox is not usable at startup; None when it is."""
+    if not enabled:
+        return "sandbox: off (ORCH_TOOL_SANDBOX_ENABLED=0); tools that need it answer sandbox_disabled"
+    if reason == "ok":
+        return None
+    why = _SANDBOX_REASONS.get(reason, reason)
+    if required:
+        return (
+            f"sandbox: unavailable ({why}); /ready answers 503 sandbox_unavailable:{reason} until it is "
+            "(ORCH_TOOL_SANDBOX_REQUIRED=1; set it to 0 to stay ready without it)"
+        )
+    return (
+        f"sandbox: off ({why}); tools that need it answer sandbox_unavailable; "
+        "set ORCH_TOOL_SANDBOX_REQUIRED=1 to make /ready fail instead"
+    )
 
 
 def register_tool_policy(policies: PolicySnapshot, settings: Settings) -> None:

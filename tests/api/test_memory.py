@@ -125,6 +125,27 @@ async def test_every_deny_reason_is_reported_as_it_is(app_factory: Callable[...,
     assert await backend.fetch("SELECT id FROM memory_candidates") == []
 
 
+async def test_one_switch_turns_memory_on_with_its_safe_defaults(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    # ORCH_MEMORY_ENABLED=1 alone: capture on, policy strict (only what the user asks to keep).
+    only = {"memory_enabled": True, "memory_capture_enabled": None, "memory_write_policy": None}
+    async with memory_app(app_factory, backend, **only) as (client, _):
+        body = await chat(client, "Please remember that deployments happen on Fridays")
+        assert body["memory_decision"]["reason"] == "allow:explicit_intent"
+        assert (await chat(client, "hello there, how are you today?"))["memory_decision"]["reason"] == (
+            "deny:no_explicit_intent"
+        )
+        posted = await client.post(MEMORY, json={"content": "the cat is called Tom"})
+        assert posted.status_code == 201, posted.text
+        stored = [entry["content"] for entry in (await client.get(MEMORY)).json()["data"]]
+        assert stored == ["deployments happen on Fridays", "the cat is called Tom"]
+    # the finer flags still refine it: capture can be turned off explicitly
+    async with memory_app(app_factory, backend, **{**only, "memory_capture_enabled": False}) as (client, _):
+        body = await chat(client, "remember that the dog is called Rex")
+        assert body["memory_decision"]["reason"] == "deny:feature_disabled"
+
+
 async def test_policy_off_and_capture_off_are_named(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
     async with memory_app(app_factory, backend, memory_write_policy="off") as (client, _):
         body = await chat(client, "remember that the cat is called Tom")

@@ -228,7 +228,7 @@ async def run_token(client: httpx.AsyncClient) -> dict[str, Any]:
 
 async def test_without_docker_sandboxed_tools_fail_and_ready_says_why(app_factory: Callable[..., FastAPI]) -> None:
     nowhere = "unix:///nonexistent/docker.sock"
-    async with sandbox_app(app_factory, sandbox_docker_url=nowhere) as (client, state):
+    async with sandbox_app(app_factory, sandbox_docker_url=nowhere, tool_sandbox_required=True) as (client, state):
         result = await execute(client, "python_exec", {"code": "print(1)"})
         assert result["status"] == "error" and result["error"] == "sandbox_unavailable"
         assert "Docker" in result["detail"]
@@ -246,11 +246,13 @@ async def test_without_docker_sandboxed_tools_fail_and_ready_says_why(app_factor
         assert (await execute(client, "safe_calc", {"expression": "1+1"}))["result"] == 2
         chat = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
         assert chat.status_code == 200
-    async with sandbox_app(app_factory, sandbox_docker_url=nowhere, tool_sandbox_required=False) as (client, _):
+    async with sandbox_app(app_factory, sandbox_docker_url=nowhere) as (client, _):  # not required: the default
         ready = await client.get("/ready")
         assert ready.status_code == 200
-        assert ready.json()["checks"]["sandbox"].startswith("sandbox_unavailable:docker_unreachable")
-    async with sandbox_app(app_factory, sandbox_image="orchestrators-sandbox:does-not-exist") as (client, _):
+        assert ready.json()["checks"]["sandbox"] == "sandbox_unavailable:docker_unreachable"
+        assert ready.json()["degraded"] == ["sandbox_unavailable:docker_unreachable"]
+    image = "orchestrators-sandbox:does-not-exist"
+    async with sandbox_app(app_factory, sandbox_image=image, tool_sandbox_required=True) as (client, _):
         assert (await client.get("/ready")).json()["reason"] == "sandbox_unavailable:sandbox_image_missing"
     async with sandbox_app(app_factory, tool_sandbox_enabled=False) as (client, _):
         result = await execute(client, "python_exec", {"code": "print(1)"})

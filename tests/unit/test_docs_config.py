@@ -46,7 +46,7 @@ def _shown(value: object) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if value is None:
-        return ""
+        return ""  # an optional path, or a finer switch that follows its feature's: "(empty ...)"
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, list):

@@ -44,3 +44,19 @@ async def test_a_check_that_ignores_cancellation_does_not_hold_up_ready() -> Non
     report = await asyncio.wait_for(readiness.report(), 5)
     assert loop.time() - started < 1 and report.checks == {"database": "timeout"}
     release.set()
+
+
+async def test_an_optional_check_that_fails_leaves_the_instance_ready_and_degraded() -> None:
+    async def database() -> tuple[bool, str]:
+        return True, "ok"
+
+    async def sandbox() -> tuple[bool, str]:
+        return False, "sandbox_unavailable:docker_not_found"
+
+    readiness = Readiness()
+    readiness.add("database", database)
+    readiness.add("sandbox", sandbox, required=False)
+    report = await readiness.report()
+    assert report.ready and report.reason == "ok"
+    assert report.degraded == ["sandbox_unavailable:docker_not_found"]
+    assert report.checks["sandbox"] == "sandbox_unavailable:docker_not_found"

@@ -23,11 +23,28 @@ def test_defaults_are_the_safe_local_mode(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert settings.host == "127.0.0.1" and settings.port == 8088
     assert settings.require_bearer and settings.auth_required
     assert not settings.llm_enabled
-    assert settings.rate_limit == "60 per minute" and settings.rate_limit_storage == "memory://"
+    assert settings.rate_limit == "600 per minute" and settings.rate_limit_storage == "memory://"
     assert settings.max_request_bytes == 1_048_576
     assert not settings.otel_enabled
-    assert not settings.memory_enabled and not settings.memory_capture_enabled and not settings.memory_recall_enabled
-    assert settings.memory_write_policy == "off"
+    assert not settings.memory_enabled and not settings.memory_capture and not settings.memory_recall_enabled
+
+
+def test_memory_enabled_alone_turns_capture_on_and_the_finer_flags_refine_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = load(monkeypatch, tmp_path, ORCH_MEMORY_ENABLED="1")
+    assert settings.memory_capture and settings.memory_policy == "strict"
+    assert not settings.memory_recall_enabled  # recall changes prompts: its own opt-in
+    off = load(monkeypatch, tmp_path, ORCH_MEMORY_ENABLED="1", ORCH_MEMORY_CAPTURE_ENABLED="0")
+    assert not off.memory_capture
+    everything = load(monkeypatch, tmp_path, ORCH_MEMORY_CAPTURE_ENABLED="1", ORCH_MEMORY_WRITE_POLICY="capture_only")
+    assert everything.memory_policy == "capture_only" and everything.memory_capture
+    # an empty value (as in .env.example) follows ORCH_MEMORY_ENABLED
+    empty = load(
+        monkeypatch, tmp_path, ORCH_MEMORY_ENABLED="1", ORCH_MEMORY_CAPTURE_ENABLED="", ORCH_MEMORY_WRITE_POLICY=""
+    )
+    assert empty.memory_capture and empty.memory_policy == "strict"
+    assert not load(monkeypatch, tmp_path, ORCH_MEMORY_ENABLED="0", ORCH_MEMORY_CAPTURE_ENABLED="1").memory_capture
 
 
 def test_memory_min_is_bounded_by_memory_max_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
