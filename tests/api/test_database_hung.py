@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.db.connection import PostgresDatabase
+from app.errors import DatabaseUnavailable
 from app.lifespan import StartupError
 from tests.api.tools_support import APPROVAL_POLICY, APPROVE, APPROVER, APPROVER_HEADERS, EXECUTE, write_policy
 from tests.conftest import assert_envelope, running
@@ -213,3 +214,35 @@ async def test_a_database_that_hangs_once_connected_stops_startup_with_one_clear
         f"cannot use the Postgres database (ORCH_DATABASE_URL): no answer within ORCH_DB_TIMEOUT_SEC={BOUND:g} s"
     )
     assert took < ANSWERS_WITHIN + BOUND, took  # the migration's statement, then closing the pool
+
+
+async def test_after_a_timeout_calls_fail_at_once_until_the_server_answers_again(postgres_url: str) -> None:
+    """The hung spell: the first call waits the bound, the next fail at once (a chat that needs two
+    calls waits once); a probe always tries and ends the spell as soon as the server answers; and
+    closing the pool of a hung server is bounded too."""
+    async with tcp_proxy("127.0.0.1", 5432) as proxy:
+        url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        db = await PostgresDatabase(url, recycle_seconds=300, timeout=BOUND).open()
+        try:
+            assert await db.fetch_one("SELECT 1 AS n") == {"n": 1}
+            proxy.freeze()
+            start = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):
+                await db.fetch_one("SELECT 2 AS n")
+            first = time.monotonic() - start
+            start = time.monotonic()
+            for _ in range(3):
+                with pytest.raises(DatabaseUnavailable):
+                    await db.fetch_one("SELECT 3 AS n")
+            following = time.monotonic() - start
+            assert BOUND - 0.2 < first < ANSWERS_WITHIN, first
+            assert following < BOUND / 2, following
+            assert not await db.ping()  # the probe tried (and waited the bound)
+            proxy.resume()
+            assert await db.ping()  # at once: no waiting out the spell
+            assert await db.fetch_one("SELECT 4 AS n") == {"n": 4}
+            proxy.freeze()
+            start = time.monotonic()
+        finally:
+            await db.close()
+        assert time.monotonic() - start < ANSWERS_WITHIN
