@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
+from app.errors import DatabaseUnavailable
 from app.memory.service import MemoryService, MemoryStage
 from app.memory.store import MemoryStore
 from app.observability.logging import flush_logs, get_logger
@@ -253,6 +254,19 @@ def lifespan_for(
 ) -> LifespanFactory:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = False
+        try:
+            async with open_app(app):
+                opened = True
+                yield
+        except DatabaseUnavailable:
+            if opened:
+                raise
+            # Opened, then no answer (or lost) while the stores migrate: one line, as when opening.
+            raise StartupError(f"cannot use {_database_named(settings)}: {_no_answer(settings)}") from None
+
+    @asynccontextmanager
+    async def open_app(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             if tracer_provider is not None:
                 # Registered first, so it runs last: after the receipts are drained.
@@ -262,6 +276,7 @@ def lifespan_for(
                 database_url=settings.database_url.get_secret_value(),
                 wal=settings.sqlite_wal_enabled,
                 pool_recycle=settings.db_pool_recycle,
+                timeout=settings.db_timeout_sec,
             )
             stack.push_async_callback(databases.close)
 
@@ -361,13 +376,26 @@ def lifespan_for(
     return lifespan
 
 
+def _database_named(settings: Settings) -> str:
+    return "the Postgres database (ORCH_DATABASE_URL)" if settings.database_url.get_secret_value() else "a SQLite file"
+
+
+def _no_answer(settings: Settings) -> str:
+    return f"no answer within ORCH_DB_TIMEOUT_SEC={settings.db_timeout_sec:g} s"
+
+
 async def open_database(databases: Databases, path: Path) -> Database:
     """Open a store's database, or stop startup with one clear line saying which and why."""
     try:
         return await databases.get(path)
     except Exception as exc:
         where = "the Postgres database (ORCH_DATABASE_URL)" if databases.database_url else f"the SQLite file {path}"
-        raise StartupError(f"cannot open {where}: {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, TimeoutError | DatabaseUnavailable):
+            # A server that accepts the connection and never answers (or a file kept locked).
+            reason = f"no answer within ORCH_DB_TIMEOUT_SEC={databases.timeout:g} s"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        raise StartupError(f"cannot open {where}: {reason}") from None
 
 
 class StartupError(RuntimeError):

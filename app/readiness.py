@@ -53,9 +53,9 @@ class Readiness:
             self._optional.add(name)
 
     async def _run(self, name: str) -> tuple[bool, str]:
-        # Not wait_for: it waits for the cancelled check to finish, and a query on a hung database
-        # connection can take its own command timeout (30 s) to give up. The check is cancelled
-        # and left to end in the background; /ready answers at the bound.
+        # Not wait_for: it waits for the cancelled check to finish, and a check can take longer
+        # than its backstop to give up (a database bound, ORCH_DB_TIMEOUT_SEC, set above it). The
+        # check is cancelled and left to end in the background; /ready answers at the bound.
         task = asyncio.ensure_future(self._checks[name]())
         done, _ = await asyncio.wait({task}, timeout=self._timeouts[name])
         if not done:

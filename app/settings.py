@@ -167,6 +167,10 @@ class Settings(BaseSettings):
     # Postgres for every store (postgresql://user@host:5432/db); empty: SQLite files below.
     database_url: SecretStr = SecretStr("")
     db_pool_recycle: float = Field(300.0, gt=0)
+    # How long any one database call may wait (a Postgres connect, pool acquire or statement; a
+    # SQLite lock): a hung database costs a request this long, then 503 database_unavailable.
+    # Under /ready's 5 s check bound, so that a route answers before the probe gives up.
+    db_timeout_sec: float = Field(3.0, gt=0, le=300)
     sqlite_wal_enabled: Switch = True
 
     # --- receipts (traces) ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from app.api.body import read_json_object, validate
 from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
 from app.auth import Principal
 from app.deps import ApiCallerDep, ApproverDep, StateDep, request_id
-from app.errors import InvalidRequest, NotFound
+from app.errors import DatabaseUnavailable, InvalidRequest, NotFound
 from app.lifespan import AppState
 from app.settings import MAX_APPROVAL_TTL_SEC
 from app.tools.approvals import STATUSES, Approval, ApprovalConflict, NotReviewable, approval_ref
@@ -150,6 +150,10 @@ async def execute(request: Request, state: StateDep, principal: ApiCallerDep) ->
         )
     finally:
         trace.end()
+    if result.get("approval_reason") == "approvals_unavailable":
+        # The approvals database did not answer: the tool was not run (the receipt says so), and
+        # the caller gets the status to retry on, as every route that needs a database does.
+        raise DatabaseUnavailable()
     trace_id = result.get("trace_id")
     error = str(result.get("error") or "")
     if error.startswith("unknown_tool:") or error == "validation_error":

@@ -35,7 +35,11 @@ T = TypeVar("T")
 log = get_logger("db")
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
-_SQLITE_BUSY_TIMEOUT_MS = 5000  # wait this long for another process's write lock
+# How long one database call may wait when nothing else says (ORCH_DB_TIMEOUT_SEC): a Postgres
+# connect, pool acquire or statement; a SQLite lock held by another connection or process.
+DEFAULT_TIMEOUT_S = 3.0
+# SQLite's answers that mean "another connection holds the lock" (after the busy timeout).
+_SQLITE_LOCK_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _SQLITE_MAX_VARIABLES = 32766  # SQLite's limit on bound parameters per statement (3.32+)
 # The bulk writer (receipts) checkpoints its WAL on a thread of its own: at most this often, and
 # at least once this long after a write (with synchronous=NORMAL a checkpoint is also the fsync
@@ -50,12 +54,12 @@ _BEGIN_FIRST_WAIT_S = 0.001  # BEGIN on a file another process is writing retrie
 _BEGIN_MAX_WAIT_S = 0.05  # ... up to this
 
 
-async def _while_busy(attempt: Callable[[], Awaitable[Any]]) -> None:
+async def _while_busy(attempt: Callable[[], Awaitable[Any]], busy_timeout: float) -> None:
     """Run ``attempt`` until SQLite stops answering SQLITE_BUSY, waiting between tries without
     blocking the loop (from _BEGIN_FIRST_WAIT_S, doubling up to _BEGIN_MAX_WAIT_S), for at most
-    the busy timeout: for the lock waits SQLite's own busy handler does not cover (our writer's
-    connection has it off; switching a file to WAL never uses it)."""
-    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    ``busy_timeout`` seconds: for the lock waits SQLite's own busy handler does not
+    cover (our writer's connection has it off; switching a file to WAL never uses it)."""
+    deadline = time.monotonic() + busy_timeout
     wait = _BEGIN_FIRST_WAIT_S
     while True:
         try:
@@ -218,9 +222,13 @@ class SqliteDatabase:
 
     dialect: Dialect = "sqlite"
 
-    def __init__(self, path: Path, *, wal: bool = True) -> None:
+    def __init__(self, path: Path, *, wal: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self.path = path
         self.wal = wal
+        # A file another process keeps locked (a long write, a backup tool, a stuck process): a
+        # statement waits at most this long for its turn on the connection, and at most this long
+        # for the other process's lock (SQLite's busy timeout); then 503 database_unavailable.
+        self.timeout = timeout
         self._connection: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         # The bulk writer (receipts): a connection of its own used on the event loop, and a thread
@@ -239,14 +247,14 @@ class SqliteDatabase:
         # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE below).
         connection = await aiosqlite.connect(self.path, isolation_level=None)
         connection.row_factory = sqlite3.Row
-        await connection.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
+        await connection.execute(f"PRAGMA busy_timeout = {round(self.timeout * 1000)}")
         if self.wal:
             try:
                 # Switching a file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at
                 # once, without its busy handler, while another connection holds the write lock:
                 # another process creating the same new file, or closing its last connection to it.
                 # Three processes started together on new files: one stopped, "database is locked".
-                await _while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"))
+                await _while_busy(lambda: connection.execute("PRAGMA journal_mode = WAL"), self.timeout)
             except BaseException:
                 await connection.close()
                 raise
@@ -261,29 +269,48 @@ class SqliteDatabase:
             raise RuntimeError(f"database {self.path} is not open")
         return self._connection
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """This connection for one operation: the wait for the previous one to end is bounded by
+        the timeout, and a lock another connection held past the busy timeout is
+        DatabaseUnavailable (503), not a failed statement (500)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable() from None
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in _SQLITE_LOCK_CODES:
+                raise DatabaseUnavailable() from exc
+            raise
+        finally:
+            self._lock.release()
+
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._lock:
+        async with self._turn():
             return await _SqliteExecutor(self.connection).execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        async with self._lock:
+        async with self._turn():
             await _SqliteExecutor(self.connection).executemany(sql, rows)
 
     async def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        async with self._lock:
+        async with self._turn():
             await _SqliteExecutor(self.connection).insert_rows(table, columns, rows)
 
     async def fetch_all(self, sql: str, *args: Any) -> list[Row]:
-        async with self._lock:
+        async with self._turn():
             return await _SqliteExecutor(self.connection).fetch_all(sql, *args)
 
     async def fetch_one(self, sql: str, *args: Any) -> Row | None:
-        async with self._lock:
+        async with self._turn():
             return await _SqliteExecutor(self.connection).fetch_one(sql, *args)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_SqliteExecutor]:
-        async with self._lock:
+        async with self._turn():
             connection = self.connection
             # IMMEDIATE takes the write lock up front, so two writers never deadlock upgrading.
             await connection.execute("BEGIN IMMEDIATE")
@@ -318,7 +345,7 @@ class SqliteDatabase:
         async def begin() -> None:
             connection.execute("BEGIN IMMEDIATE")
 
-        await _while_busy(begin)
+        await _while_busy(begin, self.timeout)
 
     async def run_transaction(self, work: Callable[[SqliteTransaction], Generator[None, None, T]]) -> T:
         """Run ``work`` in one transaction on the bulk writer's own connection, on the event loop.
@@ -417,7 +444,7 @@ class SqliteDatabase:
     async def ping(self) -> bool:
         try:
             await self.fetch_one("SELECT 1 AS ok")
-        except (sqlite3.Error, ValueError, RuntimeError):
+        except (sqlite3.Error, ValueError, RuntimeError, DatabaseUnavailable):
             return False
         return True
 
@@ -470,14 +497,32 @@ class PostgresDatabase:
 
     dialect: Dialect = "postgres"
 
-    def __init__(self, url: str, *, recycle_seconds: float, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        recycle_seconds: float,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
         self.url = url
         self.recycle_seconds = recycle_seconds
+        # The bound of every call: connecting, waiting for a pooled connection, each statement
+        # (asyncpg's connect timeout, acquire timeout and command_timeout), and a call's acquire
+        # and its one statement together. A server that accepts connections but never answers
+        # otherwise holds a request for asyncpg's defaults (60 s to connect, none to acquire).
+        self.timeout = timeout
         self.min_size = min_size
         self.max_size = max_size
         self._pool: Any = None
+        # Monotonic time until which the server counts as hung: a call timed out, so calls fail at
+        # once (503) instead of each waiting out the bound, until a call or a readiness probe
+        # (which always tries) gets an answer, or this time passes and calls try again.
+        self._hung_until = 0.0
         self._unavailable: tuple[type[BaseException], ...] = (OSError,)
         self._refused: tuple[type[BaseException], ...] = (OSError,)
+        self._abandon: tuple[type[BaseException], ...] = (TimeoutError, asyncio.CancelledError)
 
     async def open(self) -> PostgresDatabase:
         import asyncpg
@@ -497,12 +542,16 @@ class PostgresDatabase:
         # 55000; one that was dropped, 3D000; a server starting or stopping, 57P03; a password
         # refused, 28P01) means the database is not there for this request.
         self._refused = (*self._unavailable, asyncpg.PostgresError)
+        # After a timeout asyncpg refuses the next statement on the connection (a ROLLBACK) with
+        # InterfaceError while its cancel request is under way.
+        self._abandon = (TimeoutError, asyncio.CancelledError, asyncpg.InterfaceError)
         self._pool = await asyncpg.create_pool(
             self.url,
             min_size=self.min_size,
             max_size=self.max_size,
             max_inactive_connection_lifetime=self.recycle_seconds,
-            command_timeout=30,
+            timeout=self.timeout,  # to connect: TCP, TLS, startup and authentication
+            command_timeout=self.timeout,  # each statement (and the cancel request sent after one)
         )
         return self
 
@@ -513,27 +562,45 @@ class PostgresDatabase:
         return self._pool
 
     @asynccontextmanager
-    async def _executor(self, *, transaction: bool = False) -> AsyncIterator[_PostgresExecutor]:
+    async def _executor(self, *, transaction: bool = False, probe: bool = False) -> AsyncIterator[_PostgresExecutor]:
         """A pooled connection; a server that cannot be reached is DatabaseUnavailable (503).
 
         Any error while the connection is acquired (the pool connects on demand) is that; once
-        connected, only a lost connection (class 08, I/O errors) or the operator's intervention
-        (class 57: shutdown, restart, terminated backend, cancelled statement) is, and a genuine
-        query error (a constraint, a syntax error) propagates as it is.
+        connected, only a lost connection (class 08, I/O errors), a call past the bound, or the
+        operator's intervention (class 57: shutdown, restart, terminated backend, cancelled
+        statement) is, and a genuine query error (a constraint, a syntax error) propagates as it is.
+
+        One statement (``transaction=False``): acquiring and the statement share one bound. A
+        transaction: acquiring and each of its statements are bounded. While the server counts as
+        hung, calls fail at once; a ``probe`` (readiness) always tries.
         """
+        if not probe and self._hung_until and time.monotonic() < self._hung_until:
+            raise DatabaseUnavailable()
         connected = False
         try:
-            async with self.pool.acquire() as connection:
-                connected = True
-                if not transaction:
-                    yield _PostgresExecutor(connection)
-                    return
-                async with connection.transaction():
-                    yield _PostgresExecutor(connection)
+            async with asyncio.timeout(None if transaction else self.timeout):
+                async with self.pool.acquire(timeout=self.timeout) as connection:
+                    connected = True
+                    try:
+                        if not transaction:
+                            yield _PostgresExecutor(connection)
+                        else:
+                            async with connection.transaction():
+                                yield _PostgresExecutor(connection)
+                    except self._abandon:
+                        # A statement past its bound, or a caller that left, while the server had
+                        # not answered: handing the connection back would wait (up to the bound
+                        # again) for the server to acknowledge the cancel, and a hung server
+                        # never does. The connection is closed instead; the pool opens a new one.
+                        connection.terminate()
+                        raise
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                self._hung_until = time.monotonic() + self.timeout
             if self._is_outage(exc, connected=connected):
                 raise DatabaseUnavailable() from exc
             raise
+        self._hung_until = 0.0
 
     def _is_outage(self, exc: Exception, *, connected: bool) -> bool:
         if not connected:
@@ -564,21 +631,30 @@ class PostgresDatabase:
             return await executor.fetch_one(sql, *args)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PostgresExecutor]:
-        async with self._executor(transaction=True) as executor:
+    async def transaction(self, *, probe: bool = False) -> AsyncIterator[_PostgresExecutor]:
+        """``probe``: try even while the server counts as hung (work off the request path, such as
+        the receipts writer, whose success ends the hung spell for everyone)."""
+        async with self._executor(transaction=True, probe=probe) as executor:
             yield executor
 
     async def ping(self) -> bool:
         try:
-            await self.fetch_one("SELECT 1 AS ok")
+            async with self._executor(probe=True) as executor:
+                await executor.fetch_one("SELECT 1 AS ok")
         except Exception:
             return False
         return True
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Close the pool gracefully within the bound; past it (a hung server), drop the connections."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await pool.close()
+        except TimeoutError:
+            pool.terminate()
 
 
 def postgres_dsn(url: str) -> str:

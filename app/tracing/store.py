@@ -6,7 +6,7 @@ import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction
+from app.db.connection import Database, PostgresDatabase, Row, SqliteDatabase, SqliteTransaction
 from app.db.migrations import Migration, migrate
 from app.ids import time_uuid_ceiling
 from app.observability.logging import get_logger
@@ -286,7 +286,9 @@ class TraceStore:
             # On the loop, a statement at a time, on the bulk writer's own connection.
             await self.db.run_transaction(lambda tx: _write_sqlite(tx, traces, steps, finishes))
             return
-        async with self.db.transaction() as tx:
+        # Off the request path, so it always tries, even right after a call timed out.
+        db = self.db
+        async with db.transaction(probe=True) if isinstance(db, PostgresDatabase) else db.transaction() as tx:
             head = None
             if finishes:
                 # Replicas append to one ledger: serialise appends (released at commit).

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,8 +21,8 @@ from app.db.connection import WRITER_NICE_INCREMENT, Row, SqliteDatabase, Sqlite
 COLUMNS = ("n", "label")
 
 
-async def _open(tmp_path: Path) -> SqliteDatabase:
-    db = await SqliteDatabase(tmp_path / "bulk.db").open()
+async def _open(tmp_path: Path, **options: Any) -> SqliteDatabase:
+    db = await SqliteDatabase(tmp_path / "bulk.db", **options).open()
     await db.execute("CREATE TABLE items (n INTEGER NOT NULL, label TEXT NOT NULL)")
     return db
 
@@ -172,9 +173,8 @@ async def test_open_waits_while_another_process_creates_the_same_new_file(tmp_pa
         other.close()
 
 
-async def test_begin_gives_up_after_the_busy_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(connection, "_SQLITE_BUSY_TIMEOUT_MS", 50)
-    db = await _open(tmp_path)
+async def test_begin_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    db = await _open(tmp_path, timeout=0.05)
     other = sqlite3.connect(tmp_path / "bulk.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
