@@ -17,6 +17,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+KEEPALIVE_INTERVAL = 0.2  # between SSE comments: a closed connection is noticed at the next one
+GONE_POLL = 0.02  # how often a delayed answer checks that its client is still there
+
 MODELS = {
     "object": "list",
     "data": [{"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}],
@@ -73,6 +76,10 @@ class Reply:
     endless: bool = False  # keep streaming until the client goes away
     done: bool = True  # end a stream with [DONE] (False: just close it)
     stall: bool = False  # send the headers and part of the body, then nothing
+    # A stream that sends only SSE comments (keep-alives) for this many seconds, after
+    # `keepalive_after` events, before going on with the rest.
+    keepalive: float = 0.0
+    keepalive_after: int = 0
 
 
 @dataclass
@@ -92,8 +99,8 @@ class FakeUpstream:
         reply = self.next_reply()
         if reply.hang:
             await asyncio.sleep(3600)
-        if reply.delay and reply.stream is None:
-            await asyncio.sleep(reply.delay)
+        if reply.delay and reply.stream is None and not await self.client_stays(request, reply.delay):
+            return web.Response(status=499)  # nobody to send it to
         if reply.stall:
             stalled = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
             stalled.content_length = 1000
@@ -116,6 +123,11 @@ class FakeUpstream:
         sent = 0
         try:
             while True:
+                if reply.keepalive and sent == reply.keepalive_after:
+                    until = time.monotonic() + reply.keepalive
+                    while time.monotonic() < until:
+                        await response.write(b": keep-alive\n\n")
+                        await asyncio.sleep(KEEPALIVE_INTERVAL)
                 if reply.endless:
                     event: dict[str, Any] | None = chunk({"content": f"w{sent} "})
                 else:
@@ -136,6 +148,17 @@ class FakeUpstream:
             self.disconnected_at = time.monotonic()
             raise
         return response
+
+    async def client_stays(self, request: web.Request, seconds: float) -> bool:
+        """Wait ``seconds`` before answering; False (and ``disconnected_at`` set) as soon as the
+        client closes the connection. (aiohttp does not cancel a handler when its client goes.)"""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if request.transport is None or request.transport.is_closing():
+                self.disconnected_at = time.monotonic()
+                return False
+            await asyncio.sleep(GONE_POLL)
+        return True
 
     async def models(self, request: web.Request) -> web.Response:
         self.model_requests += 1
