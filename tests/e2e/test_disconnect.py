@@ -128,6 +128,8 @@ async def test_a_client_that_leaves_before_anything_is_written_stops_the_upstrea
         assert len(fake.requests) == upstream_calls  # the slow call was in flight when the client left
         assert await upstream_left(fake, left_at) < NOTICED_WITHIN
         steps = await disconnected_receipt(server)
+    access = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    assert any(line.get("route") == path.replace("holly", "{name}") and line.get("status") == 499 for line in access)
     kinds = [step["step_type"] for step in steps]
     assert kinds[0] == "request" and kinds[-1] == "llm_provider" and "error" not in kinds, kinds
     if upstream_calls == 2:
