@@ -331,7 +331,7 @@ class Orchestrator:
                     ),
                 )
         except BaseException as exc:
-            if isinstance(exc, CallerLeft):
+            if isinstance(exc, CallerLeft | asyncio.CancelledError):  # (cancelled: cut at shutdown)
                 trace.step("llm_provider", self._left_receipt(request, started, stream=False))
             self._failed(trace, exc, turn.decisions)
             raise
@@ -370,11 +370,12 @@ class Orchestrator:
             pieces = aiter(self.generator.stream(turn))
             # Nothing is written before the first piece (an upstream may send keep-alive comments
             # for minutes): watch for the caller leaving. From the first byte on, the streaming
-            # response notices it (and the relay below records it).
+            # response notices it (Starlette listens for http.disconnect while it streams under
+            # ASGI spec < 2.4, which uvicorn reports) and the relay below records it.
             async with CancelOnLeave(ctx.caller_gone):
                 first = await anext(pieces, None)
         except BaseException as exc:
-            if isinstance(exc, CallerLeft):
+            if isinstance(exc, CallerLeft | asyncio.CancelledError):
                 trace.step("llm_provider", self._left_receipt(turn.request, started, stream=True))
             self._failed(trace, exc, turn.decisions)
             trace.end()
