@@ -19,7 +19,7 @@ from tests.conftest import TOKEN, running
 from tests.fakes.upstream import FakeUpstream, Reply, chunk, fake_upstream
 
 ASK = [{"role": "user", "content": "What is 6*7?"}]
-SLOW = {False: Reply(delay=60), True: Reply(stream=[chunk({"content": "late"}), chunk({}, "stop")], keepalive=60)}
+SLOW = {False: Reply(delay=60), True: Reply(stream=[chunk({"content": "late"}), chunk({}, "stop")], comments_for=60)}
 
 
 def settings(fake: FakeUpstream) -> dict[str, Any]:

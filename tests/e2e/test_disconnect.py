@@ -31,7 +31,7 @@ GIVE_UP_AFTER = 1.5  # the client's patience, in seconds
 NOTICED_WITHIN = 3.0  # the bound asserted (generous: measured well under a second)
 
 SLOW_ANSWER = Reply(delay=60)  # a whole answer that takes a minute
-ONLY_KEEPALIVES = Reply(stream=[chunk({"role": "assistant", "content": "Hi"}), chunk({}, "stop")], keepalive=60)
+ONLY_KEEPALIVES = Reply(stream=[chunk({"role": "assistant", "content": "Hi"}), chunk({}, "stop")], comments_for=60)
 
 
 def calc_call() -> Reply:
@@ -143,7 +143,7 @@ async def test_a_client_that_leaves_a_started_stream_that_writes_nothing_stops_t
     # The upstream's first event (the role) starts the stream, so the 200 goes out; then it sends
     # only keep-alives, so nothing more is written to the client.
     quiet = Reply(
-        stream=[chunk({"role": "assistant", "content": ""}), chunk({}, "stop")], keepalive=60, keepalive_after=1
+        stream=[chunk({"role": "assistant", "content": ""}), chunk({}, "stop")], comments_for=60, comments_after=1
     )
     async with serving(tmp_path, quiet) as (server, fake):
         body = {"model": "fake-model", "stream": True, "messages": ASK}

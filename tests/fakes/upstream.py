@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-KEEPALIVE_INTERVAL = 0.2  # between SSE comments: a closed connection is noticed at the next one
+COMMENT_INTERVAL = 0.2  # between SSE comments: a closed connection is noticed at the next one
 GONE_POLL = 0.02  # how often a delayed answer checks that its client is still there
 
 MODELS = {
@@ -72,14 +72,14 @@ class Reply:
     hang: bool = False  # never answer
     stream: list[Any] | None = None  # SSE events (JSON values), then [DONE]
     delay: float = 0.0  # before answering / between stream events
+    # A stream that sends only SSE comments for this many seconds, after `comments_after` events,
+    # then goes on with the rest.
+    comments_for: float = 0.0
+    comments_after: int = 0
     reset_after: int | None = None  # abort the connection after this many events
     endless: bool = False  # keep streaming until the client goes away
     done: bool = True  # end a stream with [DONE] (False: just close it)
     stall: bool = False  # send the headers and part of the body, then nothing
-    # A stream that sends only SSE comments (keep-alives) for this many seconds, after
-    # `keepalive_after` events, before going on with the rest.
-    keepalive: float = 0.0
-    keepalive_after: int = 0
 
 
 @dataclass
@@ -123,11 +123,11 @@ class FakeUpstream:
         sent = 0
         try:
             while True:
-                if reply.keepalive and sent == reply.keepalive_after:
-                    until = time.monotonic() + reply.keepalive
+                if reply.comments_for and sent == reply.comments_after:
+                    until = time.monotonic() + reply.comments_for
                     while time.monotonic() < until:
                         await response.write(b": keep-alive\n\n")
-                        await asyncio.sleep(KEEPALIVE_INTERVAL)
+                        await asyncio.sleep(COMMENT_INTERVAL)
                 if reply.endless:
                     event: dict[str, Any] | None = chunk({"content": f"w{sent} "})
                 else:
@@ -149,6 +149,12 @@ class FakeUpstream:
             raise
         return response
 
+    async def models(self, request: web.Request) -> web.Response:
+        self.model_requests += 1
+        if self.models_body is not None:
+            return web.Response(body=self.models_body, content_type="application/json")
+        return web.json_response(MODELS)
+
     async def client_stays(self, request: web.Request, seconds: float) -> bool:
         """Wait ``seconds`` before answering; False (and ``disconnected_at`` set) as soon as the
         client closes the connection. (aiohttp does not cancel a handler when its client goes.)"""
@@ -159,12 +165,6 @@ class FakeUpstream:
                 return False
             await asyncio.sleep(GONE_POLL)
         return True
-
-    async def models(self, request: web.Request) -> web.Response:
-        self.model_requests += 1
-        if self.models_body is not None:
-            return web.Response(body=self.models_body, content_type="application/json")
-        return web.json_response(MODELS)
 
 
 @asynccontextmanager
