@@ -162,3 +162,8 @@ class UpstreamRejected(OrchestratorError):
 
     type = "invalid_request_error"
     default_code = "upstream_error"
+
+
+class CallerLeft(Exception):
+    """The caller went away while its answer was being made: the work for it was stopped, and
+    there is nobody to answer. Not an error of the service (the middleware records a 499)."""

@@ -19,7 +19,7 @@ from starlette.types import Scope
 
 from app.agents.registry import Agent
 from app.agents.stage import agent_from_model
-from app.api.body import read_json_object, validate
+from app.api.body import disconnect_signal, read_json_object, validate
 from app.api.openapi import json_body_doc
 from app.deps import ApiCallerDep, StateDep, request_id
 from app.errors import InvalidRequest, NotFound
@@ -133,6 +133,7 @@ async def agent_chat(name: AgentName, request: Request, state: StateDep, princip
         route="/v1/agents/{name}/chat",
         conversation_id=conversation[:128] if conversation else None,
         agent=agent.name,
+        caller_gone=disconnect_signal(request),
     )
     routing_context(request, chat, ctx)
     orchestrator = state.orchestrator

@@ -7,6 +7,7 @@ documented in ``/docs`` through :func:`json_body_doc`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -17,6 +18,10 @@ from app.api.errors import validation_message
 from app.errors import InvalidRequest, UnsupportedMediaType
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# After its body, a request's receive channel carries only `http.disconnect`; a server that kept
+# sending something else would make the watch below spin, so it gives up after this many.
+_MAX_STRAY_MESSAGES = 16
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
@@ -55,3 +60,19 @@ async def read_model(request: Request, model: type[ModelT]) -> tuple[ModelT, dic
     """The validated model and the raw object (for forwarding fields the model does not name)."""
     data = await read_json_object(request)
     return validate(model, data), data
+
+
+def disconnect_signal(request: Request) -> Callable[[], Awaitable[None]]:
+    """A wait that returns when the client goes away (``http.disconnect`` on the ASGI receive
+    channel), for :class:`app.orchestrator.service.CallContext`. Only once the body has been read:
+    from then on the channel has nothing else to give, so waiting on it takes no message meant
+    for anyone else."""
+    receive = request.receive
+
+    async def gone() -> None:
+        for _ in range(_MAX_STRAY_MESSAGES):
+            if (await receive())["type"] == "http.disconnect":
+                return
+        raise RuntimeError("the receive channel keeps sending after the body")  # stops the watch
+
+    return gone

@@ -20,7 +20,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from app.api.agents import routing_context
-from app.api.body import read_model
+from app.api.body import disconnect_signal, read_model
 from app.api.openapi import body_ref, response_ref
 from app.deps import api_caller, app_state, request_id
 from app.orchestrator.service import CallContext
@@ -43,6 +43,7 @@ async def create_chat_completion(request: Request) -> Response:
         request_id=request_id(request),
         route=PATH,
         conversation_id=conversation[:_MAX_CONVERSATION_ID] if conversation else None,
+        caller_gone=disconnect_signal(request),
     )
     routing_context(request, chat, ctx)  # model "agent:<name>", ?debug=1, X-Orch-Meta-* headers
     if chat.stream:

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import InternalError, OrchestratorError, PayloadTooLarge
+from app.errors import CallerLeft, InternalError, OrchestratorError, PayloadTooLarge
 from app.ids import new_id
 from app.observability.logging import ACCESS_LOGGER, get_logger
 from app.observability.metrics import Metrics
@@ -163,6 +163,10 @@ class RequestContextMiddleware:
                 # error. Recorded as 499 (a client-side outcome), logged without a traceback.
                 status = CLIENT_CLOSED_REQUEST
                 log.info("client disconnected before its request was read", extra={"request_id": request_id})
+            except CallerLeft:
+                # The client left while its answer was being made, and the upstream call was stopped.
+                status = CLIENT_CLOSED_REQUEST
+                log.info("client disconnected before its answer", extra={"request_id": request_id})
             except Exception as exc:
                 # Handled here rather than by Starlette's outer ServerErrorMiddleware so that the
                 # 500 carries the request id like every other response.

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.auth import Principal
-from app.errors import InvalidRequest, OrchestratorError
+from app.errors import CallerLeft, InvalidRequest, OrchestratorError
 from app.ids import new_id
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
+from app.orchestrator.disconnect import CallerGone, CancelOnLeave
 from app.orchestrator.sse import DONE, ChunkWriter
 from app.policies import PolicySnapshot
 from app.providers.base import Completion, LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
@@ -46,6 +47,8 @@ class CallContext:
     agent: str | None = None  # set by the agent chat route
     debug: bool = False  # ?debug=1: expose decision details
     metadata: dict[str, str] | None = None  # X-Orch-Meta-* headers, for routing conditions
+    # The wire face's "the caller has gone away" signal: the upstream call is stopped when it fires.
+    caller_gone: CallerGone | None = None
 
 
 @dataclass(slots=True)
@@ -243,6 +246,8 @@ class Orchestrator:
     def _failed(trace: Trace, error: BaseException, decisions: Decisions | None = None) -> None:
         """Record the failure in the receipt, and tell the caller which receipt it is (and what the
         memory gate decided: a memory may be stored even when the model then failed)."""
+        if isinstance(error, CallerLeft):
+            return  # not a failure: the receipt's llm_provider step says client_disconnected
         if isinstance(error, OrchestratorError):
             trace.step(
                 "error", {"status": error.status, "type": error.type, "code": error.code, "message": error.message}
@@ -278,16 +283,35 @@ class Orchestrator:
         receipt.update(extra)
         return receipt
 
+    def _left_receipt(self, request: ProviderRequest, started: float, *, stream: bool) -> dict[str, Any]:
+        """The provider step of a request whose caller left before the answer (or the stream's
+        first piece): the upstream call was stopped then."""
+        receipt = self._provider_receipt(
+            request,
+            model=request.model,
+            started=started,
+            finish_reason=None,
+            truncated=False,
+            usage=None,
+            stream=stream,
+            outcome="client_disconnected",
+        )
+        if stream:
+            receipt["first_piece_ms"] = None
+        return receipt
+
     async def complete(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Answer in one piece: a ``chat.completion`` with the orchestrator fields."""
         turn = await self._prepare(chat, raw, ctx)
         trace, request = turn.trace, turn.request
+        started = time.perf_counter()
         try:
             if turn.answer is not None:
                 completion = Completion(content=turn.answer, model=request.model)
             else:
-                started = time.perf_counter()
-                completion = await self.generator.complete(turn)
+                # Nothing is written until the answer is complete: watch for the caller leaving.
+                async with CancelOnLeave(ctx.caller_gone):
+                    completion = await self.generator.complete(turn)
                 cap = self.max_output_chars
                 truncated = cap > 0 and completion.content is not None and len(completion.content) > cap
                 if truncated and completion.content is not None:
@@ -303,9 +327,12 @@ class Orchestrator:
                         truncated=truncated,
                         usage=completion.usage,
                         stream=False,
+                        outcome="completed",
                     ),
                 )
         except BaseException as exc:
+            if isinstance(exc, CallerLeft | asyncio.CancelledError):  # (cancelled: cut at shutdown)
+                trace.step("llm_provider", self._left_receipt(request, started, stream=False))
             self._failed(trace, exc, turn.decisions)
             raise
         finally:
@@ -338,11 +365,18 @@ class Orchestrator:
         if turn.answer is not None:
             trace.end()
             return self._relay_answer(writer, turn)
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             pieces = aiter(self.generator.stream(turn))
-            first = await anext(pieces, None)
+            # Nothing is written before the first piece (an upstream may send keep-alive comments
+            # for minutes): watch for the caller leaving. From the first byte on, the streaming
+            # response notices it (Starlette listens for http.disconnect while it streams under
+            # ASGI spec < 2.4, which uvicorn reports) and the relay below records it.
+            async with CancelOnLeave(ctx.caller_gone):
+                first = await anext(pieces, None)
         except BaseException as exc:
+            if isinstance(exc, CallerLeft | asyncio.CancelledError):
+                trace.step("llm_provider", self._left_receipt(turn.request, started, stream=True))
             self._failed(trace, exc, turn.decisions)
             trace.end()
             raise

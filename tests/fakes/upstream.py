@@ -20,6 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+COMMENT_INTERVAL = 0.2  # between SSE comments: a closed connection is noticed at the next one
+GONE_POLL = 0.02  # how often a delayed answer checks that its client is still there
+
 MODELS = {
     "object": "list",
     "data": [{"id": "fake-model", "object": "model", "created": 1700000000, "owned_by": "fake"}],
@@ -72,6 +75,10 @@ class Reply:
     hang: bool = False  # never answer
     stream: list[Any] | None = None  # SSE events (JSON values), then [DONE]
     delay: float = 0.0  # before answering / between stream events
+    # A stream that sends only SSE comments for this many seconds, after `comments_after` events,
+    # then goes on with the rest.
+    comments_for: float = 0.0
+    comments_after: int = 0
     reset_after: int | None = None  # abort the connection after this many events
     endless: bool = False  # keep streaming until the client goes away
     done: bool = True  # end a stream with [DONE] (False: just close it)
@@ -137,8 +144,8 @@ class FakeUpstream:
             return await self.hostile(request, reply)
         if reply.hang:
             await asyncio.sleep(3600)
-        if reply.delay and reply.stream is None:
-            await asyncio.sleep(reply.delay)
+        if reply.delay and reply.stream is None and not await self.client_stays(request, reply.delay):
+            return web.Response(status=499)  # nobody to send it to
         if reply.stall:
             stalled = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
             stalled.content_length = 1000
@@ -161,6 +168,11 @@ class FakeUpstream:
         sent = 0
         try:
             while True:
+                if reply.comments_for and sent == reply.comments_after:
+                    until = time.monotonic() + reply.comments_for
+                    while time.monotonic() < until:
+                        await response.write(b": keep-alive\n\n")
+                        await asyncio.sleep(COMMENT_INTERVAL)
                 if reply.endless:
                     event: dict[str, Any] | None = chunk({"content": f"w{sent} "})
                 else:
@@ -263,6 +275,17 @@ class FakeUpstream:
         if self.models_body is not None:
             return web.Response(body=self.models_body, content_type="application/json")
         return web.json_response(MODELS)
+
+    async def client_stays(self, request: web.Request, seconds: float) -> bool:
+        """Wait ``seconds`` before answering; False (and ``disconnected_at`` set) as soon as the
+        client closes the connection. (aiohttp does not cancel a handler when its client goes.)"""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            if request.transport is None or request.transport.is_closing():
+                self.disconnected_at = time.monotonic()
+                return False
+            await asyncio.sleep(GONE_POLL)
+        return True
 
 
 @asynccontextmanager
