@@ -44,12 +44,16 @@ $(DEV_STAMP): requirements-dev.lock | $(BIN)/python
 	@$(PIP_PROGRESS) "first run: ~60 s, downloads from PyPI" -r requirements-dev.lock
 	@touch $(RUNTIME_STAMP) $@
 
-# --no-build-isolation: built with the setuptools pinned in requirements.lock, offline, in ~2 s
-# (an isolated build would fetch setuptools from PyPI each time).
+# --no-build-isolation: built offline in ~2 s with the setuptools requirements-dev.lock pins (an
+# isolated build would fetch setuptools from PyPI every time; the runtime set has no build tools).
+# The warning silenced is setuptools' boxed note that a folder named like the package may shadow
+# it: here that folder IS the package.
 install-project: $(RUNTIME_STAMP)
 	@if [[ "$$(cat $(PROJECT_STAMP) 2>/dev/null)" != "$(CURDIR)" || pyproject.toml -nt $(PROJECT_STAMP) ]]; then \
 		echo "make: installing the project (editable, the \`orchestrators\` command) into $(VENV)"; \
-		$(PIP) install --no-deps --no-build-isolation -e . && echo "$(CURDIR)" > $(PROJECT_STAMP); \
+		$(PIP) install "$$(grep '^setuptools==' requirements-dev.lock)" && \
+		PYTHONWARNINGS="ignore:Editable installation" \
+			$(PIP) install --no-deps --no-build-isolation -e . && echo "$(CURDIR)" > $(PROJECT_STAMP); \
 	fi
 
 run: install-project

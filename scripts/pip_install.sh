@@ -41,9 +41,13 @@ done
 printf 'make: installing %d pinned package(s) from %s into %s (%s)...\n' "$total" "${what[*]}" "$venv" "$note"
 start=$SECONDS
 "$venv/bin/pip" --disable-pip-version-check install --progress-bar off "$@" | awk -v total="$total" '
-    /^(Collecting|Requirement already satisfied|Obtaining|Processing) / {
+    /^(Collecting |Requirement already satisfied: |Obtaining |Processing )/ {
         seen++
         name = ($1 == "Requirement") ? $4 : $2
+        if ($1 == "Processing" && match(name, /[^\/]+\.whl$/)) {  # a local wheel: its name-version
+            split(substr(name, RSTART), part, "-")
+            name = part[1] "==" part[2]
+        }
         if ($1 == "Requirement") already++
         printf "  [%d/%d] %s%s\n", seen, total, name, ($1 == "Requirement") ? " (already there)" : ""
         fflush()
@@ -56,7 +60,7 @@ start=$SECONDS
         next
     }
     /^Successfully installed/ { next }
-    /^(  |Using cached|Downloading|Building|Preparing|Getting|Installing build|Checking|Created wheel|Stored in|Attempting|Found existing|Uninstalling|Successfully uninstalled)/ { next }
+    /^(  |Looking in|Ignoring|Using cached|Downloading|Building|Preparing|Getting|Installing build|Checking|Created wheel|Stored in|Attempting|Found existing|Uninstalling|Successfully uninstalled)/ { next }
     { print; fflush() }
 '
 printf 'make: installed into %s in %ds\n' "$venv" $((SECONDS - start))

@@ -91,7 +91,7 @@ def test_a_port_in_use_names_the_option(tmp_path: Path) -> None:
 
 def test_the_wheel_builds_without_build_isolation_and_installs_the_command(tmp_path: Path) -> None:
     """``pip wheel --no-build-isolation`` with this virtualenv's setuptools (the one
-    requirements.lock pins; ``make run`` builds its editable install the same way), then the
+    requirements-dev.lock pins; ``make run`` builds its editable install the same way), then the
     wheel in a fresh virtualenv: its ``orchestrators`` command answers --version and --help."""
     source = tmp_path / "source"  # a copy: an in-tree build would leave build/ and *.egg-info behind
     source.mkdir()
