@@ -38,9 +38,26 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     esac
 done
 
+installed() { find "$venv"/lib/python3*/site-packages -maxdepth 1 -name '*.dist-info' -newer "$marker" 2>/dev/null | wc -l; }
+
+# pip unpacks the wheels one by one after "Installing collected packages" (tens of seconds for a
+# first install: xllamacpp alone is 100 MB) and prints nothing meanwhile: every 5 s, how many
+# are in place (the marker file gets the count when that phase starts; a dist-info newer than the
+# file is a package in place).
+marker="$(mktemp)"
+monitor() {
+    while sleep 5; do
+        [[ -s "$marker" ]] || continue
+        printf '  ... %d of %s installed\n' "$(installed)" "$(cat "$marker")"
+    done
+}
+monitor &
+monitor_pid=$!
+trap 'kill "$monitor_pid" 2>/dev/null || true; rm -f "$marker"' EXIT
+
 printf 'make: installing %d pinned package(s) from %s into %s (%s)...\n' "$total" "${what[*]}" "$venv" "$note"
 start=$SECONDS
-"$venv/bin/pip" --disable-pip-version-check install --progress-bar off "$@" | awk -v total="$total" '
+"$venv/bin/pip" --disable-pip-version-check install --progress-bar off "$@" | awk -v total="$total" -v marker="$marker" '
     /^(Collecting |Requirement already satisfied: |Obtaining |Processing )/ {
         seen++
         name = ($1 == "Requirement") ? $4 : $2
@@ -57,6 +74,8 @@ start=$SECONDS
         n = split($0, parts, ",")
         printf "  unpacking and installing %d package(s)...\n", n
         fflush()
+        printf "%d", n > marker
+        close(marker)
         next
     }
     /^Successfully installed/ { next }

@@ -8,11 +8,10 @@
 #   PORT        TCP port on 127.0.0.1
 #
 # The server is llama.cpp's, from the prebuilt xllamacpp wheel (scripts/llama_server.py, run by
-# $PYTHON, default .venv/bin/python), or the binary $LLAMA_SERVER names if set (for example one
-# built by scripts/build_llama_server.sh).
-# Readiness: poll GET http://127.0.0.1:PORT/health until it returns 200
-# (503 {"error":{"message":"Loading model","type":"unavailable_error","code":503}}
-# while loading; ~0.3 s for the SmolLM2-135M test model).
+# $LLAMA_SERVER_PYTHON, default .venv/bin/python), or the binary $LLAMA_SERVER names if set
+# (for example one built by scripts/build_llama_server.sh).
+# Readiness: poll GET http://127.0.0.1:PORT/health until it returns 200 (~1-3 s for the
+# SmolLM2-135M test model).
 # Tool calling: the model's own template ignores `tools`; pass a tool-aware ChatML template with
 #   --chat-template-file FILE (e.g. llama.cpp's models/templates/Qwen-Qwen2.5-7B-Instruct.jinja;
 # the 135M model still calls tools only rarely).
@@ -35,7 +34,7 @@ if [[ -n "${LLAMA_SERVER:-}" ]]; then
   server=("$LLAMA_SERVER")
 else
   root="$(cd "$(dirname "$0")/.." && pwd)"
-  python="${PYTHON:-$root/.venv/bin/python}"
+  python="${LLAMA_SERVER_PYTHON:-$root/.venv/bin/python}"
   [[ -x "$python" ]] || python=python3
   server=("$python" "$root/scripts/llama_server.py")
 fi

@@ -85,7 +85,7 @@ class LlamaServer(ManagedProcess):
         # run_llama_server.sh execs the server: the process IS llama-server (or llama_server.py).
         env = {key: value for key, value in os.environ.items() if key != "LLAMA_SERVER"}
         if server[0] == sys.executable:
-            env["PYTHON"] = sys.executable
+            env["LLAMA_SERVER_PYTHON"] = sys.executable
         else:
             env["LLAMA_SERVER"] = server[0]
         super().__init__(command, port=port, cwd=ROOT, env=env, log_path=workdir / "llama-server.log")

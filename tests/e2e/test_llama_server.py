@@ -31,7 +31,7 @@ def test_the_server_starts_from_an_empty_cache_with_the_suites_flags(tmp_path: P
     template.write_text(CHATML)
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "LLAMA_SERVER"}
-    env.update({"ORCH_CACHE_DIR": str(cache), "PYTHON": sys.executable})
+    env.update({"ORCH_CACHE_DIR": str(cache), "LLAMA_SERVER_PYTHON": sys.executable})
     command = ["bash", str(ROOT / "scripts" / "run_llama_server.sh"), str(model_path()), str(port)]
     server = ManagedProcess(
         [*command, "--chat-template-file", str(template)],
