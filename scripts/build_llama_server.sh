@@ -16,6 +16,7 @@
 #   ORCH_CACHE_DIR   cache root (default: $HOME/.cache/orchestrators)
 #   PYTHON           python used for `pip download` (default: python3)
 #   JOBS             parallel build jobs (default: nproc)
+#   LOCK_REPORT_SEC  while another build holds the lock, report every N s (default: 15)
 #
 # Cache layout:
 #   $ORCH_CACHE_DIR/llama-server-0.3.36/
@@ -80,7 +81,7 @@ mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 if ! flock -n 9; then
   # Another build holds the lock: say whose, since when and how far it is, every 15 s.
-  while ! flock -w 15 9; do
+  while ! flock -w "${LOCK_REPORT_SEC:-15}" 9; do
     read -r owner_pid owner_start < "$CACHE/.lock.owner" 2>/dev/null || true
     step="$(grep -E '^\[ *[0-9]+%\]' "$CACHE/build.log" 2>/dev/null | tail -n 1 | cut -c1-100)" || true
     log "waiting for the lock $CACHE/.lock held by PID ${owner_pid:-?} (a build started" \
