@@ -215,7 +215,8 @@ build_rootfs_tarball() {
     command -v debootstrap >/dev/null 2>&1 || {
         log "installing debootstrap (apt)"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq debootstrap >&2 || { apt-get update -qq >&2; apt-get install -y -qq debootstrap >&2; }
+        apt-get install -y -q -o Dpkg::Use-Pty=0 debootstrap >&2 ||
+            { apt-get update -qq >&2; apt-get install -y -q -o Dpkg::Use-Pty=0 debootstrap >&2; }
     }
     mirror="${ORCH_DEBIAN_MIRROR:-$(find_mirror || echo http://deb.debian.org/debian)}"
     dir="$(mktemp -d "${TMPDIR:-/tmp}/orch-sandbox-rootfs.XXXXXX")"
