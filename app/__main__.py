@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import logging
 import os
 import socket
 import sys
@@ -103,8 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.port is not None:
         os.environ["ORCH_PORT"] = str(args.port)
 
-    import logging
-
+    # Here, not at the top: --help and --version answer without loading uvicorn and pydantic.
     import uvicorn
 
     from app.settings import ConfigError, exit_on_config_error, load_settings
