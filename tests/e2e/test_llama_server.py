@@ -40,7 +40,8 @@ def test_the_server_starts_from_an_empty_cache_with_the_suites_flags(tmp_path: P
         env=env,
         log_path=tmp_path / "llama-server.log",
     )
-    with server.start(timeout=60):  # a build from source would take 9-16 minutes here
+    server.start(timeout=60)  # a build from source would take 9-16 minutes here
+    try:
         reply = httpx.post(
             server.url + "/v1/chat/completions",
             json={"model": "test-model", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
@@ -50,6 +51,8 @@ def test_the_server_starts_from_an_empty_cache_with_the_suites_flags(tmp_path: P
         assert reply.json()["model"] == "test-model"
         models = httpx.get(server.url + "/v1/models", timeout=10).json()
         assert [model["id"] for model in models["data"]] == ["test-model"]
+    finally:
+        server.stop()
     assert list(cache.iterdir()) == []  # nothing was built or downloaded
 
 
