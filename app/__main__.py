@@ -1,18 +1,64 @@
-"""``python -m app``: serve on ORCH_HOST:ORCH_PORT with uvicorn."""
+"""``python -m app`` (and the ``orchestrators`` console script): serve on ORCH_HOST:ORCH_PORT with
+uvicorn; ``--host``/``--port`` override those two, ``--help`` and ``--version`` answer and exit.
+
+argparse, not Typer: four options on one command need nothing beyond the standard library, and
+``--help`` then answers in a few milliseconds without importing the service.
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import logging
+import os
 import socket
 import sys
 
-import uvicorn
-
-from app.settings import ConfigError, exit_on_config_error, load_settings
+from app import __version__
 
 STARTUP_FAILED_EXIT = 3  # as app.main's: something could not be opened at startup
+
+DESCRIPTION = """\
+Serve the orchestrators API (OpenAI-compatible) with uvicorn, one worker.
+
+Everything else is configured with ORCH_* environment variables (or a .env file
+in the working directory): see docs/configuration.md and .env.example. With no
+configuration it serves the offline demo provider on 127.0.0.1:8088, SQLite
+under ./instance, auth on (a development token is generated and printed).
+"""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got {text!r}")
+    return port
+
+
+def _host(text: str) -> str:
+    from app.settings import is_bind_host
+
+    if not is_bind_host(text):
+        raise argparse.ArgumentTypeError(
+            f"expected an IP address (127.0.0.1, 0.0.0.0, ::1, ::) or a host name (localhost), got {text!r}"
+        )
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m app" if sys.argv[0].endswith("__main__.py") else "orchestrators",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"orchestrators {__version__}")
+    parser.add_argument("--host", type=_host, help="address to listen on (overrides ORCH_HOST; default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, help="TCP port to listen on (overrides ORCH_PORT; default 8088)")
+    return parser.parse_args(argv)
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -49,7 +95,20 @@ def listen(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    # Through the environment, so the app uvicorn builds (from the environment, as under a plain
+    # `uvicorn app.main:app`) sees the same address as the sockets bound below.
+    if args.host is not None:
+        os.environ["ORCH_HOST"] = args.host
+    if args.port is not None:
+        os.environ["ORCH_PORT"] = str(args.port)
+
+    # Here, not at the top: --help and --version answer without loading uvicorn and pydantic.
+    import uvicorn
+
+    from app.settings import ConfigError, exit_on_config_error, load_settings
+
     try:
         settings = load_settings()
     except ConfigError as error:
@@ -72,8 +131,10 @@ def main() -> None:
         sockets = listen(settings.host, settings.port)
     except OSError as exc:  # a name that does not resolve, a port in use, a privileged port, ...
         reason = exc.strerror or str(exc)
+        host_flag = "--host" if args.host is not None else "ORCH_HOST"
+        port_flag = "--port" if args.port is not None else "ORCH_PORT"
         print(
-            f"orchestrators: cannot listen on ORCH_HOST={settings.host!r} ORCH_PORT={settings.port}: {reason}",
+            f"orchestrators: cannot listen on {host_flag}={settings.host!r} {port_flag}={settings.port}: {reason}",
             file=sys.stderr,
             flush=True,
         )

