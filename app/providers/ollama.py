@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from app.errors import InvalidRequest, ProviderError
+from app.providers import shapes
 from app.providers.base import (
     Completion,
     ModelCard,
@@ -121,21 +122,20 @@ def to_ollama_request(request: ProviderRequest, *, stream: bool) -> dict[str, An
 
 
 def from_ollama_tool_calls(calls: Any, start: int = 0) -> list[dict[str, Any]] | None:
-    if not calls:
+    """Ollama's calls in the OpenAI shape; a field of the wrong type raises :class:`app.providers.shapes.ShapeError`."""
+    checked = shapes.tool_calls(calls, "message.tool_calls", streamed=False) if calls else None
+    if not checked:
         return None
     result = []
-    for offset, call in enumerate(calls):
-        function = call.get("function") or {}
+    for offset, call in enumerate(checked):
+        function = call["function"]
         arguments = function.get("arguments")
         result.append(
             {
                 "index": start + offset,
                 "id": f"call_{start + offset}",
                 "type": "function",
-                "function": {
-                    "name": str(function.get("name") or ""),
-                    "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
-                },
+                "function": {"name": function["name"], "arguments": arguments if arguments is not None else "{}"},
             }
         )
     return result
@@ -167,7 +167,7 @@ class OllamaProvider:
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
         body = await self.upstream.read_body(accepted.response)
-        with self.upstream.parsing("not an Ollama chat answer"):
+        with self.upstream.parsing("not an Ollama chat answer"), shapes.reported(self.upstream):
             data = orjson.loads(body)
             message = data.get("message")
             if not isinstance(message, dict):
@@ -197,7 +197,7 @@ class OllamaProvider:
                 for line in lines:
                     if not line.strip():
                         continue
-                    with self.upstream.parsing("a malformed stream line"):
+                    with self.upstream.parsing("a malformed stream line"), shapes.reported(self.upstream):
                         data = orjson.loads(line)
                         if "error" in data:
                             raise self.upstream.failed_mid_stream(str(data["error"]))

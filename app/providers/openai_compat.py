@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from app.errors import ProviderError
+from app.providers import shapes
 from app.providers.base import (
     Completion,
     ModelCard,
@@ -23,12 +24,6 @@ from app.providers.base import (
     arrived_together,
 )
 from app.providers.upstream import Upstream, iter_line_batches, text_content, upstream_message
-
-
-def _calls(value: Any) -> list[dict[str, Any]] | None:
-    if value is None or (isinstance(value, list) and all(isinstance(call, dict) for call in value)):
-        return value
-    raise TypeError("tool_calls is not a list of objects")
 
 
 def usage_from(data: Any) -> Usage | None:
@@ -62,7 +57,7 @@ class OpenAICompatProvider:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
         request.stats.attempts = accepted.attempts
         raw = await self.upstream.read_body(accepted.response)
-        with self.upstream.parsing("not a chat.completion"):
+        with self.upstream.parsing("not a chat.completion"), shapes.reported(self.upstream):
             data = orjson.loads(raw)
             choice = data["choices"][0]
             message = choice["message"]
@@ -70,7 +65,8 @@ class OpenAICompatProvider:
                 content=text_content(message.get("content")),
                 model=str(data.get("model") or request.model),
                 finish_reason=str(choice.get("finish_reason") or "stop"),
-                tool_calls=_calls(message.get("tool_calls")) or None,
+                tool_calls=shapes.tool_calls(message.get("tool_calls"), "choices[0].message.tool_calls", streamed=False)
+                or None,
                 usage=usage_from(data.get("usage")),
             )
 
@@ -110,7 +106,7 @@ class OpenAICompatProvider:
 
     def _delta(self, payload: bytes) -> StreamDelta | None:
         """One `data:` event as a delta (None for an event that carries nothing for the client)."""
-        with self.upstream.parsing("a malformed stream event"):
+        with self.upstream.parsing("a malformed stream event"), shapes.reported(self.upstream):
             chunk = orjson.loads(payload)
             if "error" in chunk:
                 raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
@@ -123,7 +119,7 @@ class OpenAICompatProvider:
             reason = choice.get("finish_reason")
             return StreamDelta(
                 content=text_content(delta.get("content")),
-                tool_calls=_calls(delta.get("tool_calls")),
+                tool_calls=shapes.tool_calls(delta.get("tool_calls"), "choices[0].delta.tool_calls", streamed=True),
                 finish_reason=None if reason is None else str(reason),
                 usage=usage,
             )
