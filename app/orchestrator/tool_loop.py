@@ -71,8 +71,7 @@ class _Plan:
             return
         if self.usage is None:
             self.usage = Usage()
-        self.usage.prompt_tokens += usage.prompt_tokens
-        self.usage.completion_tokens += usage.completion_tokens
+        self.usage.add(usage)
 
     def after_round(self) -> None:
         self.rounds += 1

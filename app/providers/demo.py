@@ -60,6 +60,11 @@ def demo_reply(request: ProviderRequest) -> str:
     )
 
 
+def _choices(request: ProviderRequest) -> int:
+    n = request.options.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
 class DemoProvider:
     """Implements :class:`app.providers.base.LLMProvider` without any I/O."""
 
@@ -71,14 +76,23 @@ class DemoProvider:
 
     async def complete(self, request: ProviderRequest) -> Completion:
         reply = demo_reply(request)
-        return Completion(content=reply, model=DEMO_MODEL, usage=self._usage(request, reply))
+        n = _choices(request)
+        usage = self._usage(request, reply)
+        usage.completion_tokens *= n
+        others = [Completion(content=reply, model=DEMO_MODEL) for _ in range(n - 1)]
+        return Completion(content=reply, model=DEMO_MODEL, usage=usage, others=others)
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         reply = demo_reply(request)
-        for word in _WORD.findall(reply):
-            # Word by word, all at once: `more` lets the relay write them to the client together.
-            yield StreamDelta(content=word, more=True)
-        yield StreamDelta(finish_reason="stop", usage=self._usage(request, reply))
+        n = _choices(request)
+        for index in range(n):  # n > 1: the same deterministic reply for every choice
+            for word in _WORD.findall(reply):
+                # Word by word, all at once: `more` lets the relay write them to the client together.
+                yield StreamDelta(content=word, more=True, index=index)
+            yield StreamDelta(finish_reason="stop", more=index < n - 1, index=index)
+        usage = self._usage(request, reply)
+        usage.completion_tokens *= n
+        yield StreamDelta(usage=usage)
 
     async def list_models(self) -> list[ModelCard]:
         return [ModelCard(id=DEMO_MODEL, owned_by="orchestrators")]

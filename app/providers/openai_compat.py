@@ -15,6 +15,7 @@ import orjson
 from app.errors import ProviderError
 from app.providers import shapes
 from app.providers.base import (
+    MAX_CHOICES,
     Completion,
     ModelCard,
     ProviderHealth,
@@ -32,6 +33,21 @@ def usage_from(data: Any) -> Usage | None:
     return Usage(
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
+        prompt_tokens_details=shapes.optional_object(data.get("prompt_tokens_details"), "usage.prompt_tokens_details"),
+        completion_tokens_details=shapes.optional_object(
+            data.get("completion_tokens_details"), "usage.completion_tokens_details"
+        ),
+    )
+
+
+def _choice(choice: Any, where: str, model: str) -> Completion:
+    message = choice["message"]
+    return Completion(
+        content=text_content(message.get("content")),
+        model=model,
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        tool_calls=shapes.tool_calls(message.get("tool_calls"), f"{where}.message.tool_calls", streamed=False) or None,
+        logprobs=shapes.optional_object(choice.get("logprobs"), f"{where}.logprobs"),
     )
 
 
@@ -59,16 +75,13 @@ class OpenAICompatProvider:
         raw = await self.upstream.read_body(accepted.response)
         with self.upstream.parsing("not a chat.completion"), shapes.reported(self.upstream):
             data = orjson.loads(raw)
-            choice = data["choices"][0]
-            message = choice["message"]
-            return Completion(
-                content=text_content(message.get("content")),
-                model=str(data.get("model") or request.model),
-                finish_reason=str(choice.get("finish_reason") or "stop"),
-                tool_calls=shapes.tool_calls(message.get("tool_calls"), "choices[0].message.tool_calls", streamed=False)
-                or None,
-                usage=usage_from(data.get("usage")),
-            )
+            model = str(data.get("model") or request.model)
+            choices = data["choices"][:MAX_CHOICES]
+            first, *others = [_choice(choice, f"choices[{i}]", model) for i, choice in enumerate(choices)]
+            first.usage = usage_from(data.get("usage"))
+            first.system_fingerprint = shapes.optional_text(data.get("system_fingerprint"), "system_fingerprint")
+            first.others = others
+            return first
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
@@ -89,8 +102,7 @@ class OpenAICompatProvider:
                     if payload == b"[DONE]":
                         relaying.finished = True
                         break
-                    delta = self._delta(payload)
-                    if delta is not None:
+                    for delta in self._deltas(payload):
                         finished = finished or delta.finish_reason is not None
                         batch.append(delta)
                 for delta in arrived_together(batch):
@@ -104,25 +116,35 @@ class OpenAICompatProvider:
                     raise ProviderError("The openai upstream ended the stream without finishing it.")
                 relaying.finished = True
 
-    def _delta(self, payload: bytes) -> StreamDelta | None:
-        """One `data:` event as a delta (None for an event that carries nothing for the client)."""
+    def _deltas(self, payload: bytes) -> list[StreamDelta]:
+        """One `data:` event as deltas: one per choice it carries, and its usage."""
         with self.upstream.parsing("a malformed stream event"), shapes.reported(self.upstream):
             chunk = orjson.loads(payload)
             if "error" in chunk:
                 raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
             usage = usage_from(chunk.get("usage"))
-            choices = chunk.get("choices") or []
-            if not choices:
-                return StreamDelta(usage=usage) if usage is not None else None
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            reason = choice.get("finish_reason")
-            return StreamDelta(
-                content=text_content(delta.get("content")),
-                tool_calls=shapes.tool_calls(delta.get("tool_calls"), "choices[0].delta.tool_calls", streamed=True),
-                finish_reason=None if reason is None else str(reason),
-                usage=usage,
-            )
+            fingerprint = shapes.optional_text(chunk.get("system_fingerprint"), "system_fingerprint")
+            deltas: list[StreamDelta] = []
+            for position, choice in enumerate(chunk.get("choices") or []):
+                where = f"choices[{position}]"
+                delta = choice.get("delta") or {}
+                reason = choice.get("finish_reason")
+                deltas.append(
+                    StreamDelta(
+                        content=text_content(delta.get("content")),
+                        tool_calls=shapes.tool_calls(
+                            delta.get("tool_calls"), f"{where}.delta.tool_calls", streamed=True
+                        ),
+                        finish_reason=None if reason is None else str(reason),
+                        index=shapes.choice_index(choice.get("index", position), f"{where}.index"),
+                        logprobs=shapes.optional_object(choice.get("logprobs"), f"{where}.logprobs"),
+                    )
+                )
+            if usage is not None:
+                deltas.append(StreamDelta(usage=usage))
+            if fingerprint is not None and deltas:
+                deltas[0].system_fingerprint = fingerprint
+            return deltas
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/models")

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.providers.base import MAX_CHOICES
+
 if TYPE_CHECKING:
     from app.providers.upstream import Upstream
 
@@ -60,6 +62,29 @@ def _wrong(where: str, value: Any, expected: str) -> ShapeError:
 def _optional_text(value: Any, where: str) -> None:
     if value is not None and not isinstance(value, str):
         raise _wrong(where, value, "a string")
+
+
+def optional_text(value: Any, where: str) -> str | None:
+    """A string field passed on as it came (``system_fingerprint``), or absent."""
+    if value is None or isinstance(value, str):
+        return value
+    raise _wrong(where, value, "a string")
+
+
+def optional_object(value: Any, where: str) -> dict[str, Any] | None:
+    """An object passed on as it came (``logprobs``, the usage details), or absent."""
+    if value is not None and not isinstance(value, dict):
+        raise _wrong(where, value, "an object")
+    return value
+
+
+def choice_index(value: Any, where: str) -> int:
+    """A streamed choice's ``index``: which of the n choices the delta belongs to."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong(where, value, "an integer")
+    if not 0 <= value < MAX_CHOICES:
+        raise ShapeError(f"{where} is out of range (0 to {MAX_CHOICES - 1})")
+    return value
 
 
 def _arguments(value: Any, where: str) -> str | None:
