@@ -1,7 +1,8 @@
 """Tool calls of the wrong shape from a real local upstream are its fault: 502
 ``provider_bad_response`` naming the field, with the request id, whole and streamed, on the agent
 path (the gateway's tool loop) and the plain relay; never a 500. A property test puts arbitrary
-JSON in every field of a tool call and of a chunk."""
+JSON in every field of a tool call and of a chunk (and in the fields passed through: logprobs,
+system_fingerprint, the usage details, a choice's index)."""
 
 from __future__ import annotations
 
@@ -210,7 +211,11 @@ WHOLE_PATHS = [
     "choices.0.message.tool_calls.0.function.name",
     "choices.0.message.tool_calls.0.function.arguments",
     "choices.0.finish_reason",
+    "choices.0.logprobs",
     "usage",
+    "usage.prompt_tokens_details",
+    "usage.completion_tokens_details",
+    "system_fingerprint",
     "model",
 ]
 CHUNK_PATHS = [
@@ -227,7 +232,10 @@ CHUNK_PATHS = [
     "choices.0.delta.tool_calls.0.function.name",
     "choices.0.delta.tool_calls.0.function.arguments",
     "choices.0.finish_reason",
+    "choices.0.index",
+    "choices.0.logprobs",
     "usage",
+    "system_fingerprint",
 ]
 
 
