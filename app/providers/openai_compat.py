@@ -117,34 +117,54 @@ class OpenAICompatProvider:
                 relaying.finished = True
 
     def _deltas(self, payload: bytes) -> list[StreamDelta]:
-        """One `data:` event as deltas: one per choice it carries, and its usage."""
-        with self.upstream.parsing("a malformed stream event"), shapes.reported(self.upstream):
-            chunk = orjson.loads(payload)
-            if "error" in chunk:
-                raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
-            usage = usage_from(chunk.get("usage"))
-            fingerprint = shapes.optional_text(chunk.get("system_fingerprint"), "system_fingerprint")
-            deltas: list[StreamDelta] = []
-            for position, choice in enumerate(chunk.get("choices") or []):
-                where = f"choices[{position}]"
-                delta = choice.get("delta") or {}
-                reason = choice.get("finish_reason")
-                deltas.append(
-                    StreamDelta(
-                        content=text_content(delta.get("content")),
-                        tool_calls=shapes.tool_calls(
-                            delta.get("tool_calls"), f"{where}.delta.tool_calls", streamed=True
-                        ),
-                        finish_reason=None if reason is None else str(reason),
-                        index=shapes.choice_index(choice.get("index", position), f"{where}.index"),
-                        logprobs=shapes.optional_object(choice.get("logprobs"), f"{where}.logprobs"),
-                    )
+        """One `data:` event as deltas: one per choice it carries, and its usage.
+
+        This runs for every event of every stream: the usual fields are checked inline and the
+        shape module is called for what is present (or wrong) only.
+        """
+        with self.upstream.parsing("a malformed stream event"):
+            try:
+                return self._event_deltas(payload)
+            except shapes.ShapeError as exc:
+                raise self.upstream.bad_answer(str(exc)) from None
+
+    def _event_deltas(self, payload: bytes) -> list[StreamDelta]:
+        chunk = orjson.loads(payload)
+        if "error" in chunk:
+            raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
+        raw_usage = chunk.get("usage")
+        fingerprint = chunk.get("system_fingerprint")
+        deltas: list[StreamDelta] = []
+        for position, choice in enumerate(chunk.get("choices") or ()):
+            delta = choice.get("delta") or {}
+            reason = choice.get("finish_reason")
+            calls = delta.get("tool_calls")
+            index = choice.get("index", position)
+            if index.__class__ is not int or not 0 <= index < MAX_CHOICES:
+                shapes.choice_index(index, f"choices[{position}].index")  # raises, naming the field
+            logprobs = choice.get("logprobs")
+            if logprobs is not None:
+                logprobs = shapes.optional_object(logprobs, f"choices[{position}].logprobs")
+            deltas.append(
+                StreamDelta(
+                    content=text_content(delta.get("content")),
+                    tool_calls=None
+                    if calls is None
+                    else shapes.tool_calls(calls, f"choices[{position}].delta.tool_calls", streamed=True),
+                    finish_reason=None if reason is None else str(reason),
+                    index=index,
+                    logprobs=logprobs,
                 )
+            )
+        if raw_usage is not None:
+            usage = usage_from(raw_usage)
             if usage is not None:
                 deltas.append(StreamDelta(usage=usage))
-            if fingerprint is not None and deltas:
+        if fingerprint is not None:
+            fingerprint = shapes.optional_text(fingerprint, "system_fingerprint")
+            if deltas:
                 deltas[0].system_fingerprint = fingerprint
-            return deltas
+        return deltas
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/models")
