@@ -457,7 +457,7 @@ class Orchestrator:
             return error
         self.stream_errors.labels("internal_error").inc()
         log.error("stream failed after the first byte", exc_info=error, extra=extra)
-        return OrchestratorError("The stream failed; the answer is incomplete.")
+        return OrchestratorError("The stream failed; the answer is incomplete.", code="internal_error", extra=extra)
 
     async def _end_stream(self, pieces: AsyncIterator[StreamDelta], relay: _Relay) -> None:
         """Close the upstream stream (it stops generating) and write the provider receipt."""

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from app.lifespan import AppState
 from app.main import create_app
 from app.orchestrator.service import Turn
+from app.providers.base import StreamDelta
 from app.providers.shapes import MAX_TOOL_CALL_INDEX
 from tests.conftest import build_settings, running
 from tests.fakes.upstream import FakeUpstream, Reply, chunk, completion, fake_upstream
@@ -327,3 +328,25 @@ async def test_ollama_tool_calls_of_the_wrong_shape_are_502_naming_the_field(tmp
             response = await client.post(CHAT, json=ask(AGENT, stream=stream))
     assert response.status_code == 502, response.text
     assert_bad_response(response.json(), "message.tool_calls[0].function.name is a number")
+
+
+async def test_a_failure_of_ours_after_the_first_byte_still_names_the_request(tmp_path: Path) -> None:
+    """Not the upstream's fault (a bug): the in-band error is internal_error, with the request id."""
+
+    class Breaks:
+        def check(self, turn: Turn) -> None:
+            return None
+
+        async def complete(self, turn: Turn) -> Any:
+            raise AssertionError("not used")
+
+        async def stream(self, turn: Turn) -> AsyncIterator[StreamDelta]:
+            yield StreamDelta(content="partial ")
+            raise RuntimeError("a bug")
+
+    async with gateway(tmp_path) as (client, _, state):
+        state.orchestrator.generator = Breaks()
+        events = sse((await client.post(CHAT, json=ask("plain relay", stream=True))).text)
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "internal_error" and "a bug" not in json.dumps(events[-2])
+    assert events[-2]["request_id"] == events[0]["request_id"]
