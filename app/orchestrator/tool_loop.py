@@ -236,7 +236,13 @@ class ToolLoopGenerator:
                             buffer.add(piece.tool_calls)
                         if piece.content:
                             content.append(piece.content)
-                            yield StreamDelta(content=piece.content)  # text goes out as it comes
+                        if piece.content or piece.logprobs is not None or piece.system_fingerprint is not None:
+                            # Text goes out as it comes, with what the upstream said about it.
+                            yield StreamDelta(
+                                content=piece.content or None,
+                                logprobs=piece.logprobs,
+                                system_fingerprint=piece.system_fingerprint,
+                            )
                         finish = piece.finish_reason or finish
                 finally:
                     aclose = getattr(pieces, "aclose", None)

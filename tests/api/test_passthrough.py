@@ -141,3 +141,18 @@ async def test_an_ollama_fan_out_with_a_failing_request_fails_whole(tmp_path: Pa
                 assert response.json()["request_id"]
             assert (await client.get("/health")).status_code == 200
     assert len(fake.requests) == 3
+
+
+async def test_the_fields_come_back_through_the_gateways_tool_loop_too(tmp_path: Path) -> None:
+    async with gateway(tmp_path, Reply(body=whole_body(1)), Reply(stream=stream_events(1))) as (client, _, state):
+        state.orchestrator.stages.append(GatewayTools(["safe_calc"]))
+        body = (await client.post(CHAT, json={**ASK, "logprobs": True})).json()
+        assert body["system_fingerprint"] == FINGERPRINT and body["choices"][0]["logprobs"]["content"]
+        assert body["usage"]["completion_tokens_details"] == COMPLETION_DETAILS
+        asked = {**ASK, "stream": True, "logprobs": True, "stream_options": {"include_usage": True}}
+        events = sse((await client.post(CHAT, json=asked)).text)
+    [words] = texts(1)
+    found = [e for c in events[:-1] if c["choices"] for e in (c["choices"][0].get("logprobs") or {}).get("content", [])]
+    assert found == expected_logprobs(words)
+    assert all(c["system_fingerprint"] == FINGERPRINT for c in events[:-1])
+    assert events[-2]["usage"]["prompt_tokens_details"] == PROMPT_DETAILS
