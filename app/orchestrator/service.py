@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.auth import Principal
-from app.errors import InvalidRequest, OrchestratorError
+from app.errors import InternalError, InvalidRequest, OrchestratorError
 from app.ids import new_id
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
@@ -246,7 +246,19 @@ class Orchestrator:
                     abort()
             self._failed(trace, exc, decisions)
             trace.end()
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
+
+    @staticmethod
+    def _named(trace: Trace, error: BaseException) -> BaseException:
+        """What the caller gets for a failure: ours as it is, with the request id; anything else (a
+        bug) logged with its traceback and answered as a 500 that still names the request."""
+        if isinstance(error, OrchestratorError) or not isinstance(error, Exception):
+            return error  # (a cancellation, or a generator closed, goes on as it is)
+        log.error("chat request failed", exc_info=error, extra={"request_id": trace.id})
+        return InternalError(extra={"request_id": trace.id})
 
     @staticmethod
     def _failed(trace: Trace, error: BaseException, decisions: Decisions | None = None) -> None:
@@ -316,6 +328,9 @@ class Orchestrator:
                 )
         except BaseException as exc:
             self._failed(trace, exc, turn.decisions)
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
         finally:
             trace.end()
@@ -363,6 +378,9 @@ class Orchestrator:
         except BaseException as exc:
             self._failed(trace, exc, turn.decisions)
             trace.end()
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
         first_piece_ms = round((time.perf_counter() - started) * 1000, 3)
         trace.flush()  # a stream may run for minutes: commit how it started now

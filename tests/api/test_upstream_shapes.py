@@ -350,3 +350,27 @@ async def test_a_failure_of_ours_after_the_first_byte_still_names_the_request(tm
     assert events[-1] == "[DONE]"
     assert events[-2]["error"]["code"] == "internal_error" and "a bug" not in json.dumps(events[-2])
     assert events[-2]["request_id"] == events[0]["request_id"]
+
+
+async def test_a_failure_of_ours_before_the_first_byte_is_a_500_naming_the_request(tmp_path: Path) -> None:
+    class Breaks:
+        def check(self, turn: Turn) -> None:
+            return None
+
+        async def complete(self, turn: Turn) -> Any:
+            raise RuntimeError("secret internal detail")
+
+        async def stream(self, turn: Turn) -> AsyncIterator[StreamDelta]:
+            raise RuntimeError("secret internal detail")
+            yield StreamDelta()  # an async generator
+
+    async with gateway(tmp_path) as (client, _, state):
+        state.orchestrator.generator = Breaks()
+        for stream in (False, True):
+            response = await client.post(CHAT, json=ask("plain relay", stream=stream))
+            assert response.status_code == 500, response.text
+            body = response.json()
+            assert body["error"]["code"] == "internal_error" and "secret" not in response.text
+            await state.tracer.flush()
+            steps = (await client.get(f"/v1/trust/trace/{body['request_id']}")).json()["steps"]
+            assert [s["payload"]["code"] for s in steps if s["step_type"] == "error"] == ["RuntimeError"]
