@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.auth import Principal
-from app.errors import CallerLeft, InvalidRequest, OrchestratorError
+from app.errors import CallerLeft, InternalError, InvalidRequest, OrchestratorError
 from app.ids import new_id
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
@@ -228,6 +228,15 @@ class Orchestrator:
                 await stage.run(turn)
                 if turn.answer is not None:
                     break
+            if (chat.n or 1) > 1 and (turn.answer is not None or turn.gateway_tools):
+                # One answer, not n: a stage's ready answer, or a tool conversation the gateway runs
+                # (each choice would run the tools again).
+                raise InvalidRequest(
+                    "n must be 1 here: this request is answered by the gateway's tools or routing, "
+                    "which give one answer.",
+                    param="n",
+                    code="unsupported_n",
+                )
             if turn.answer is None:
                 self.generator.check(turn)
             hooks, turn.after_stages, turn.on_abort = turn.after_stages, [], []
@@ -240,7 +249,19 @@ class Orchestrator:
                     abort()
             self._failed(trace, exc, decisions)
             trace.end()
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
+
+    @staticmethod
+    def _named(trace: Trace, error: BaseException) -> BaseException:
+        """What the caller gets for a failure: ours as it is, with the request id; anything else (a
+        bug) logged with its traceback and answered as a 500 that still names the request."""
+        if isinstance(error, OrchestratorError | CallerLeft) or not isinstance(error, Exception):
+            return error  # (the caller left, a cancellation, or a generator closed: goes on as it is)
+        log.error("chat request failed", exc_info=error, extra={"request_id": trace.id})
+        return InternalError(extra={"request_id": trace.id})
 
     @staticmethod
     def _failed(trace: Trace, error: BaseException, decisions: Decisions | None = None) -> None:
@@ -312,11 +333,10 @@ class Orchestrator:
                 # Nothing is written until the answer is complete: watch for the caller leaving.
                 async with CancelOnLeave(ctx.caller_gone):
                     completion = await self.generator.complete(turn)
-                cap = self.max_output_chars
-                truncated = cap > 0 and completion.content is not None and len(completion.content) > cap
-                if truncated and completion.content is not None:
-                    completion.content = completion.content[:cap]
-                    completion.finish_reason = "length"
+                truncated = self._capped(completion)
+                for other in completion.others:
+                    self._capped(other)
+                counted = {"choices": 1 + len(completion.others)} if completion.others else {}
                 trace.step(
                     "llm_provider",
                     self._provider_receipt(
@@ -328,27 +348,40 @@ class Orchestrator:
                         usage=completion.usage,
                         stream=False,
                         outcome="completed",
+                        **counted,
                     ),
                 )
         except BaseException as exc:
             if isinstance(exc, CallerLeft | asyncio.CancelledError):  # (cancelled: cut at shutdown)
                 trace.step("llm_provider", self._left_receipt(request, started, stream=False))
             self._failed(trace, exc, turn.decisions)
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
         finally:
             trace.end()
-        message: dict[str, Any] = {"role": "assistant", "content": completion.content}
-        if completion.tool_calls:
-            message["tool_calls"] = completion.tool_calls
-        return {
+        body: dict[str, Any] = {
             "id": new_completion_id(),
             "object": "chat.completion",
             "created": int(time.time()),
             "model": completion.model or request.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": completion.finish_reason}],
-            "usage": completion.usage.as_dict() if completion.usage else None,
-            **turn.decisions.as_dict(),
+            "choices": [_choice(index, choice) for index, choice in enumerate([completion, *completion.others])],
+            "usage": completion.usage.wire() if completion.usage else None,
         }
+        if completion.system_fingerprint is not None:
+            body["system_fingerprint"] = completion.system_fingerprint
+        body.update(turn.decisions.as_dict())
+        return body
+
+    def _capped(self, completion: Completion) -> bool:
+        """Cut a choice's text at ORCH_LLM_MAX_OUTPUT_CHARS (finish_reason "length"); whether it was."""
+        cap = self.max_output_chars
+        if cap > 0 and completion.content is not None and len(completion.content) > cap:
+            completion.content = completion.content[:cap]
+            completion.finish_reason = "length"
+            return True
+        return False
 
     async def open_stream(
         self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext
@@ -379,10 +412,19 @@ class Orchestrator:
                 trace.step("llm_provider", self._left_receipt(turn.request, started, stream=True))
             self._failed(trace, exc, turn.decisions)
             trace.end()
+            named = self._named(trace, exc)
+            if named is not exc:
+                raise named from exc
             raise
         first_piece_ms = round((time.perf_counter() - started) * 1000, 3)
         trace.flush()  # a stream may run for minutes: commit how it started now
-        relay = _Relay(request=turn.request, trace=trace, started=started, first_piece_ms=first_piece_ms)
+        relay = _Relay(
+            request=turn.request,
+            trace=trace,
+            started=started,
+            first_piece_ms=first_piece_ms,
+            choices=chat.n or 1,
+        )
         return self._relay(writer, first, pieces, relay, turn.decisions)
 
     @staticmethod
@@ -404,30 +446,33 @@ class Orchestrator:
         decisions: Decisions,
     ) -> AsyncIterator[bytes]:
         extra: dict[str, Any] | None = decisions.as_dict()  # orchestrator fields ride on the first chunk
-        cap = self.max_output_chars
-        room = cap if cap > 0 else -1  # characters still allowed; -1: unlimited
+        cut = relay.cut
         out: list[bytes] = []  # encoded chunks not yet written: pieces of one network read go together
         try:
             piece = first
             while piece is not None:
+                if piece.system_fingerprint is not None:
+                    writer.fingerprint(piece.system_fingerprint)
                 relay.usage = piece.usage or relay.usage
-                relay.finish = piece.finish_reason or relay.finish
-                content = piece.content
-                if room >= 0 and content:
-                    if len(content) > room:
-                        # Over ORCH_LLM_MAX_OUTPUT_CHARS: send what fits, finish with "length" and
-                        # stop the upstream (closing the stream below), whatever it had left.
-                        content, relay.finish, relay.usage, relay.truncated = content[:room], "length", None, True
-                    room -= len(content)
-                if content or piece.tool_calls is not None or piece.finish_reason or relay.truncated:
-                    finish_reason = "length" if relay.truncated else piece.finish_reason
+                index = piece.index
+                if index == 0 and 0 not in cut:
+                    relay.finish = piece.finish_reason or relay.finish
+                content, cut_now = relay.capped(index, piece.content, self.max_output_chars)
+                wanted = content or piece.tool_calls is not None or piece.finish_reason or piece.logprobs is not None
+                if cut_now or (wanted and index not in cut):
                     out.append(
                         writer.delta(
-                            content=content, tool_calls=piece.tool_calls, finish_reason=finish_reason, extra=extra
+                            content=content,
+                            tool_calls=piece.tool_calls,
+                            finish_reason="length" if cut_now else piece.finish_reason,
+                            extra=extra,
+                            index=index,
+                            logprobs=piece.logprobs,
                         )
                     )
                     extra = None
-                if relay.truncated:
+                if cut and len(cut) >= relay.choices:
+                    relay.usage = None  # the upstream's count will not arrive
                     break
                 if out and not piece.more:
                     yield b"".join(out)
@@ -436,7 +481,7 @@ class Orchestrator:
             if extra is not None:  # the provider sent nothing at all: still a well-formed stream
                 out.append(writer.delta(content="", finish_reason="stop", extra=extra))
             if relay.request.include_usage and relay.usage is not None:
-                out.append(writer.usage(relay.usage.as_dict()))
+                out.append(writer.usage(relay.usage.wire()))
             if out:
                 yield b"".join(out)
                 out.clear()
@@ -464,7 +509,7 @@ class Orchestrator:
             return error
         self.stream_errors.labels("internal_error").inc()
         log.error("stream failed after the first byte", exc_info=error, extra=extra)
-        return OrchestratorError("The stream failed; the answer is incomplete.")
+        return OrchestratorError("The stream failed; the answer is incomplete.", code="internal_error", extra=extra)
 
     async def _end_stream(self, pieces: AsyncIterator[StreamDelta], relay: _Relay) -> None:
         """Close the upstream stream (it stops generating) and write the provider receipt."""
@@ -483,9 +528,20 @@ class Orchestrator:
                 stream=True,
                 outcome=relay.outcome,
                 first_piece_ms=relay.first_piece_ms,
+                **({"choices": relay.choices} if relay.choices > 1 else {}),
             ),
         )
         relay.trace.end()
+
+
+def _choice(index: int, completion: Completion) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": completion.content}
+    if completion.tool_calls:
+        message["tool_calls"] = completion.tool_calls
+    choice: dict[str, Any] = {"index": index, "message": message, "finish_reason": completion.finish_reason}
+    if completion.logprobs is not None:
+        choice["logprobs"] = completion.logprobs
+    return choice
 
 
 @dataclass(slots=True)
@@ -497,6 +553,24 @@ class _Relay:
     started: float
     first_piece_ms: float
     usage: Usage | None = None
-    finish: str | None = None
-    truncated: bool = False
+    finish: str | None = None  # the first choice's
+    truncated: bool = False  # the first choice's
     outcome: str = "completed"
+    choices: int = 1  # n
+    rooms: dict[int, int] = field(default_factory=dict)  # per choice: characters still allowed
+    cut: set[int] = field(default_factory=set)  # choices stopped at the cap: the rest is dropped
+
+    def capped(self, index: int, content: str | None, cap: int) -> tuple[str | None, bool]:
+        """A choice's text within ORCH_LLM_MAX_OUTPUT_CHARS, and whether it was cut here. A cut
+        choice finishes with "length"; once every choice is cut the relay stops the upstream
+        (closing its stream), whatever it had left."""
+        if cap <= 0 or not content or index in self.cut:
+            return content, False
+        room = self.rooms.get(index, cap)
+        if len(content) <= room:
+            self.rooms[index] = room - len(content)
+            return content, False
+        self.cut.add(index)
+        if index == 0:
+            self.finish, self.truncated = "length", True
+        return content[:room], True

@@ -26,17 +26,21 @@ def event(payload: dict[str, Any]) -> bytes:
 class ChunkWriter:
     """Encodes the chunks of one completion (same id, created and model on every chunk)."""
 
-    __slots__ = ("_first", "_head")
+    __slots__ = ("_head", "_started")
 
     def __init__(self, completion_id: str, created: int, model: str) -> None:
         # The constant prefix of every chunk, serialised once.
-        self._head = {
+        self._head: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
         }
-        self._first = True
+        self._started: set[int] = set()  # choices whose first delta (with the role) went out
+
+    def fingerprint(self, value: str) -> None:
+        """The upstream's ``system_fingerprint``: on every chunk from now on."""
+        self._head["system_fingerprint"] = value
 
     def delta(
         self,
@@ -45,24 +49,26 @@ class ChunkWriter:
         tool_calls: list[dict[str, Any]] | None = None,
         finish_reason: str | None = None,
         extra: dict[str, Any] | None = None,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
     ) -> bytes:
         delta: dict[str, Any] = {}
-        if self._first:
+        if index not in self._started:
             delta["role"] = "assistant"
-            self._first = False
+            self._started.add(index)
         if content is not None:
             delta["content"] = content
         if tool_calls is not None:
             delta["tool_calls"] = tool_calls
-        chunk: dict[str, Any] = {
-            **self._head,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        }
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish_reason}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        chunk: dict[str, Any] = {**self._head, "choices": [choice]}
         if extra:
             chunk.update(extra)
         return event(chunk)
 
-    def usage(self, usage: dict[str, int]) -> bytes:
+    def usage(self, usage: dict[str, Any]) -> bytes:
         return event({**self._head, "choices": [], "usage": usage})
 
     @staticmethod

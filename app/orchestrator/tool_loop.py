@@ -71,8 +71,7 @@ class _Plan:
             return
         if self.usage is None:
             self.usage = Usage()
-        self.usage.prompt_tokens += usage.prompt_tokens
-        self.usage.completion_tokens += usage.completion_tokens
+        self.usage.add(usage)
 
     def after_round(self) -> None:
         self.rounds += 1
@@ -237,7 +236,13 @@ class ToolLoopGenerator:
                             buffer.add(piece.tool_calls)
                         if piece.content:
                             content.append(piece.content)
-                            yield StreamDelta(content=piece.content)  # text goes out as it comes
+                        if piece.content or piece.logprobs is not None or piece.system_fingerprint is not None:
+                            # Text goes out as it comes, with what the upstream said about it.
+                            yield StreamDelta(
+                                content=piece.content or None,
+                                logprobs=piece.logprobs,
+                                system_fingerprint=piece.system_fingerprint,
+                            )
                         finish = piece.finish_reason or finish
                 finally:
                     aclose = getattr(pieces, "aclose", None)

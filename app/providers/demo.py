@@ -239,6 +239,11 @@ def answer(request: ProviderRequest) -> _Answer:
     return _Answer(content, None, "stop", len(content.split()))
 
 
+def _choices(request: ProviderRequest) -> int:
+    n = request.options.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
 class DemoProvider:
     """Implements :class:`app.providers.base.LLMProvider` without any I/O."""
 
@@ -251,35 +256,51 @@ class DemoProvider:
 
     async def complete(self, request: ProviderRequest) -> Completion:
         result = answer(request)
-        return Completion(
-            content=result.content,
-            model=DEMO_MODEL,
-            finish_reason=result.finish_reason,
-            tool_calls=[result.tool_call] if result.tool_call else None,
-            usage=self._usage(request, result),
-        )
+        n = _choices(request)
+        usage = self._usage(request, result)
+        usage.completion_tokens *= n
+
+        def choice() -> Completion:
+            return Completion(
+                content=result.content,
+                model=DEMO_MODEL,
+                finish_reason=result.finish_reason,
+                tool_calls=[dict(result.tool_call)] if result.tool_call else None,
+            )
+
+        first = choice()
+        first.usage = usage
+        first.others = [choice() for _ in range(n - 1)]  # n > 1: the same deterministic answer
+        return first
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         result = answer(request)
-        if result.tool_call is not None:
-            call = result.tool_call
-            function = call["function"]
-            head = {
-                "index": 0,
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": function["name"], "arguments": ""},
-            }
-            yield StreamDelta(tool_calls=[head], more=True)
-            arguments = function["arguments"]
-            for start in range(0, len(arguments), _ARGUMENT_PIECE):
-                piece = arguments[start : start + _ARGUMENT_PIECE]
-                yield StreamDelta(tool_calls=[{"index": 0, "function": {"arguments": piece}}], more=True)
-        else:
-            for word in _WORD.findall(result.content or ""):
-                # Word by word, all at once: `more` lets the relay write them to the client together.
-                yield StreamDelta(content=word, more=True)
-        yield StreamDelta(finish_reason=result.finish_reason, usage=self._usage(request, result))
+        n = _choices(request)
+        for index in range(n):  # n > 1: the same deterministic answer for every choice
+            if result.tool_call is not None:
+                call = result.tool_call
+                function = call["function"]
+                head = {
+                    "index": 0,
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": function["name"], "arguments": ""},
+                }
+                yield StreamDelta(tool_calls=[head], more=True, index=index)
+                arguments = function["arguments"]
+                for start in range(0, len(arguments), _ARGUMENT_PIECE):
+                    piece = arguments[start : start + _ARGUMENT_PIECE]
+                    yield StreamDelta(
+                        tool_calls=[{"index": 0, "function": {"arguments": piece}}], more=True, index=index
+                    )
+            else:
+                for word in _WORD.findall(result.content or ""):
+                    # Word by word, all at once: `more` lets the relay write them to the client together.
+                    yield StreamDelta(content=word, more=True, index=index)
+            yield StreamDelta(finish_reason=result.finish_reason, more=index < n - 1, index=index)
+        usage = self._usage(request, result)
+        usage.completion_tokens *= n
+        yield StreamDelta(usage=usage)
 
     async def list_models(self) -> list[ModelCard]:
         return [ModelCard(id=DEMO_MODEL, owned_by="orchestrators")]

@@ -11,14 +11,19 @@ Mapping (OpenAI -> Ollama): ``max_tokens``/``max_completion_tokens`` -> ``option
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
 
 from app.errors import InvalidRequest, ProviderError
+from app.providers import shapes
 from app.providers.base import (
+    CallStats,
     Completion,
     ModelCard,
     ProviderHealth,
@@ -111,6 +116,10 @@ def to_ollama_request(request: ProviderRequest, *, stream: bool) -> dict[str, An
         body["options"] = options
     if source.get("tools"):
         body["tools"] = source["tools"]
+    # Ollama takes these at the top level, with OpenAI's meaning (and answers in OpenAI's entry shape).
+    for key in ("logprobs", "top_logprobs"):
+        if source.get(key) is not None:
+            body[key] = source[key]
     response_format = source.get("response_format")
     if isinstance(response_format, dict):
         if response_format.get("type") == "json_object":
@@ -121,24 +130,33 @@ def to_ollama_request(request: ProviderRequest, *, stream: bool) -> dict[str, An
 
 
 def from_ollama_tool_calls(calls: Any, start: int = 0) -> list[dict[str, Any]] | None:
-    if not calls:
+    """Ollama's calls in the OpenAI shape; a field of the wrong type raises :class:`app.providers.shapes.ShapeError`."""
+    checked = shapes.tool_calls(calls, "message.tool_calls", streamed=False) if calls else None
+    if not checked:
         return None
     result = []
-    for offset, call in enumerate(calls):
-        function = call.get("function") or {}
+    for offset, call in enumerate(checked):
+        function = call["function"]
         arguments = function.get("arguments")
         result.append(
             {
                 "index": start + offset,
                 "id": f"call_{start + offset}",
                 "type": "function",
-                "function": {
-                    "name": str(function.get("name") or ""),
-                    "arguments": arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode(),
-                },
+                "function": {"name": function["name"], "arguments": arguments if arguments is not None else "{}"},
             }
         )
     return result
+
+
+def _logprobs(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Ollama's ``logprobs`` (a list of OpenAI-shaped token entries) as OpenAI's ``{"content": [...]}``."""
+    entries = data.get("logprobs")
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise shapes.ShapeError(f"logprobs is {shapes.json_type(entries)}, expected an array")
+    return {"content": entries}
 
 
 def _finish(data: dict[str, Any], had_tool_calls: bool) -> str:
@@ -154,6 +172,28 @@ def _usage(data: dict[str, Any]) -> Usage:
     )
 
 
+# Of the n requests one request fans out to, how many run at once: Ollama queues what it cannot
+# run in parallel (OLLAMA_NUM_PARALLEL) anyway, and this keeps one caller from opening n connections.
+FAN_OUT_CONCURRENCY = 4
+_FAN_OUT_BUFFER = 64  # pieces read ahead of the client across the n streams (backpressure beyond)
+
+
+def _choices(request: ProviderRequest) -> int:
+    n = request.options.get("n")
+    return n if isinstance(n, int) and n > 1 else 1
+
+
+def _nth(request: ProviderRequest, index: int) -> ProviderRequest:
+    """The request for choice ``index`` of n: its own call statistics, and with a ``seed`` the seed
+    plus the index, so that the n choices differ and stay reproducible."""
+    options = request.options
+    seed = options.get("seed")
+    if isinstance(seed, int) and index:
+        options = {**options, "seed": seed + index}
+    stats = request.stats if index == 0 else CallStats()
+    return replace(request, options=options, stats=stats)
+
+
 class OllamaProvider:
     """Implements :class:`app.providers.base.LLMProvider` over Ollama's native API."""
 
@@ -163,11 +203,36 @@ class OllamaProvider:
         self.upstream = upstream
 
     async def complete(self, request: ProviderRequest) -> Completion:
+        n = _choices(request)
+        if n == 1:
+            return await self._complete(request)
+        # Ollama answers one choice per request: n requests, at most FAN_OUT_CONCURRENCY at a time.
+        gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+        async def one(index: int) -> Completion:
+            async with gate:
+                return await self._complete(_nth(request, index))
+
+        tasks = [asyncio.create_task(one(index)) for index in range(n)]
+        try:
+            first, *others = await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:  # one failed (or the caller left): the others are not needed
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for other in others:
+            if other.usage is not None:
+                first.usage = first.usage or Usage()
+                first.usage.add(other.usage)
+        first.others = others
+        return first
+
+    async def _complete(self, request: ProviderRequest) -> Completion:
         body = orjson.dumps(to_ollama_request(request, stream=False))
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
         body = await self.upstream.read_body(accepted)
-        with self.upstream.parsing("not an Ollama chat answer"):
+        with self.upstream.parsing("not an Ollama chat answer"), shapes.reported(self.upstream):
             data = orjson.loads(body)
             message = data.get("message")
             if not isinstance(message, dict):
@@ -183,9 +248,54 @@ class OllamaProvider:
                 finish_reason=_finish(data, bool(tool_calls)),
                 tool_calls=tool_calls,
                 usage=_usage(data),
+                logprobs=_logprobs(data),
             )
 
-    async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+    def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
+        n = _choices(request)
+        return self._stream(request) if n == 1 else self._fan_out(request, n)
+
+    async def _fan_out(self, request: ProviderRequest, n: int) -> AsyncIterator[StreamDelta]:
+        """n streams at once (at most FAN_OUT_CONCURRENCY), their pieces labelled with their choice
+        index as they arrive; one usage, the sum, at the end. A failure of any fails the whole."""
+        pieces: asyncio.Queue[tuple[int, StreamDelta | Exception | None]] = asyncio.Queue(_FAN_OUT_BUFFER)
+        gate = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+        async def run(index: int) -> None:
+            try:
+                async with gate, aclosing(self._stream(_nth(request, index))) as stream:
+                    async for piece in stream:
+                        await pieces.put((index, piece))
+            except Exception as exc:  # handed to the reader, which raises it
+                await pieces.put((index, exc))
+            else:
+                await pieces.put((index, None))
+
+        tasks = [asyncio.create_task(run(index)) for index in range(n)]
+        usage = Usage()
+        try:
+            running = n
+            while running:
+                index, item = await pieces.get()
+                if item is None:
+                    running -= 1
+                    continue
+                if isinstance(item, Exception):
+                    raise item
+                if item.usage is not None:
+                    usage.add(item.usage)
+                    item.usage = None
+                item.index, item.more = index, not pieces.empty()
+                if item.content or item.tool_calls or item.finish_reason or item.logprobs is not None:
+                    yield item
+            yield StreamDelta(usage=usage)
+        finally:
+            # Done, failed, or the caller left: the other requests stop (their connections close).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _stream(self, request: ProviderRequest) -> AsyncGenerator[StreamDelta]:
         body = orjson.dumps(to_ollama_request(request, stream=True))
         accepted = await self.upstream.send("POST", "/api/chat", body)
         request.stats.attempts = accepted.attempts
@@ -197,17 +307,18 @@ class OllamaProvider:
                 for line in lines:
                     if not line.strip():
                         continue
-                    with self.upstream.parsing("a malformed stream line"):
+                    with self.upstream.parsing("a malformed stream line"), shapes.reported(self.upstream):
                         data = orjson.loads(line)
                         if "error" in data:
                             raise self.upstream.failed_mid_stream(str(data["error"]))
                         message = data.get("message") or {}
                         calls = from_ollama_tool_calls(message.get("tool_calls"), tool_index)
                         content = text_content(message.get("content"))
+                        logprobs = _logprobs(data)
                     if calls:
                         tool_index += len(calls)
-                    if content or calls:
-                        batch.append(StreamDelta(content=content or None, tool_calls=calls))
+                    if content or calls or logprobs:
+                        batch.append(StreamDelta(content=content or None, tool_calls=calls, logprobs=logprobs))
                     if data.get("done"):
                         relaying.finished = True
                         with self.upstream.parsing("a malformed last stream line"):

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 
 from app.errors import ProviderError
+from app.providers import shapes
 from app.providers.base import (
+    MAX_CHOICES,
     Completion,
     ModelCard,
     ProviderHealth,
@@ -25,18 +27,27 @@ from app.providers.base import (
 from app.providers.upstream import Upstream, text_content, upstream_message
 
 
-def _calls(value: Any) -> list[dict[str, Any]] | None:
-    if value is None or (isinstance(value, list) and all(isinstance(call, dict) for call in value)):
-        return value
-    raise TypeError("tool_calls is not a list of objects")
-
-
 def usage_from(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
     return Usage(
         prompt_tokens=int(data.get("prompt_tokens") or 0),
         completion_tokens=int(data.get("completion_tokens") or 0),
+        prompt_tokens_details=shapes.optional_object(data.get("prompt_tokens_details"), "usage.prompt_tokens_details"),
+        completion_tokens_details=shapes.optional_object(
+            data.get("completion_tokens_details"), "usage.completion_tokens_details"
+        ),
+    )
+
+
+def _choice(choice: Any, where: str, model: str) -> Completion:
+    message = choice["message"]
+    return Completion(
+        content=text_content(message.get("content")),
+        model=model,
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+        tool_calls=shapes.tool_calls(message.get("tool_calls"), f"{where}.message.tool_calls", streamed=False) or None,
+        logprobs=shapes.optional_object(choice.get("logprobs"), f"{where}.logprobs"),
     )
 
 
@@ -62,17 +73,15 @@ class OpenAICompatProvider:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=False))
         request.stats.attempts = accepted.attempts
         raw = await self.upstream.read_body(accepted)
-        with self.upstream.parsing("not a chat.completion"):
+        with self.upstream.parsing("not a chat.completion"), shapes.reported(self.upstream):
             data = orjson.loads(raw)
-            choice = data["choices"][0]
-            message = choice["message"]
-            return Completion(
-                content=text_content(message.get("content")),
-                model=str(data.get("model") or request.model),
-                finish_reason=str(choice.get("finish_reason") or "stop"),
-                tool_calls=_calls(message.get("tool_calls")) or None,
-                usage=usage_from(data.get("usage")),
-            )
+            model = str(data.get("model") or request.model)
+            choices = data["choices"][:MAX_CHOICES]
+            first, *others = [_choice(choice, f"choices[{i}]", model) for i, choice in enumerate(choices)]
+            first.usage = usage_from(data.get("usage"))
+            first.system_fingerprint = shapes.optional_text(data.get("system_fingerprint"), "system_fingerprint")
+            first.others = others
+            return first
 
     async def stream(self, request: ProviderRequest) -> AsyncIterator[StreamDelta]:
         accepted = await self.upstream.send("POST", "/chat/completions", self._body(request, stream=True))
@@ -94,8 +103,7 @@ class OpenAICompatProvider:
                     if payload == b"[DONE]":
                         relaying.finished = True
                         break
-                    delta = self._delta(payload)
-                    if delta is not None:
+                    for delta in self._deltas(payload):
                         finished = finished or delta.finish_reason is not None
                         batch.append(delta)
                 if batch:
@@ -111,25 +119,55 @@ class OpenAICompatProvider:
                     raise ProviderError("The openai upstream ended the stream without finishing it.")
                 relaying.finished = True
 
-    def _delta(self, payload: bytes) -> StreamDelta | None:
-        """One `data:` event as a delta (None for an event that carries nothing for the client)."""
+    def _deltas(self, payload: bytes) -> list[StreamDelta]:
+        """One `data:` event as deltas: one per choice it carries, and its usage.
+
+        This runs for every event of every stream: the usual fields are checked inline and the
+        shape module is called for what is present (or wrong) only.
+        """
         with self.upstream.parsing("a malformed stream event"):
-            chunk = orjson.loads(payload)
-            if "error" in chunk:
-                raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
-            usage = usage_from(chunk.get("usage"))
-            choices = chunk.get("choices") or []
-            if not choices:
-                return StreamDelta(usage=usage) if usage is not None else None
-            choice = choices[0]
+            try:
+                return self._event_deltas(payload)
+            except shapes.ShapeError as exc:
+                raise self.upstream.bad_answer(str(exc)) from None
+
+    def _event_deltas(self, payload: bytes) -> list[StreamDelta]:
+        chunk = orjson.loads(payload)
+        if "error" in chunk:
+            raise self.upstream.failed_mid_stream(upstream_message(payload, 500)[0])
+        raw_usage = chunk.get("usage")
+        fingerprint = chunk.get("system_fingerprint")
+        deltas: list[StreamDelta] = []
+        for position, choice in enumerate(chunk.get("choices") or ()):
             delta = choice.get("delta") or {}
             reason = choice.get("finish_reason")
-            return StreamDelta(
-                content=text_content(delta.get("content")),
-                tool_calls=_calls(delta.get("tool_calls")),
-                finish_reason=None if reason is None else str(reason),
-                usage=usage,
+            calls = delta.get("tool_calls")
+            index = choice.get("index", position)
+            if index.__class__ is not int or not 0 <= index < MAX_CHOICES:
+                shapes.choice_index(index, f"choices[{position}].index")  # raises, naming the field
+            logprobs = choice.get("logprobs")
+            if logprobs is not None:
+                logprobs = shapes.optional_object(logprobs, f"choices[{position}].logprobs")
+            deltas.append(
+                StreamDelta(
+                    content=text_content(delta.get("content")),
+                    tool_calls=None
+                    if calls is None
+                    else shapes.tool_calls(calls, f"choices[{position}].delta.tool_calls", streamed=True),
+                    finish_reason=None if reason is None else str(reason),
+                    index=index,
+                    logprobs=logprobs,
+                )
             )
+        if raw_usage is not None:
+            usage = usage_from(raw_usage)
+            if usage is not None:
+                deltas.append(StreamDelta(usage=usage))
+        if fingerprint is not None:
+            fingerprint = shapes.optional_text(fingerprint, "system_fingerprint")
+            if deltas:
+                deltas[0].system_fingerprint = fingerprint
+        return deltas
 
     async def list_models(self) -> list[ModelCard]:
         data = await self.upstream.get_json("/models")

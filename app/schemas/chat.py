@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.providers.base import MAX_CHOICES
+
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 # The most output tokens a request may ask for. Above any model's context window today (the largest
@@ -78,7 +80,9 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES, description="How many choices (at most 8).")
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stop: str | list[str] | None = None
     seed: int | None = None
     tools: list[dict[str, Any]] | None = None
@@ -103,12 +107,17 @@ class Choice(BaseModel):
     index: int
     message: ChatCompletionMessage
     finish_reason: str | None
+    logprobs: dict[str, Any] | None = Field(default=None, description="The upstream's, when asked for.")
 
 
 class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: dict[str, Any] | None = Field(default=None, description="The upstream's, when it sent them.")
+    completion_tokens_details: dict[str, Any] | None = Field(
+        default=None, description="The upstream's, when it sent them."
+    )
 
 
 class ChatCompletion(BaseModel):
@@ -120,6 +129,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: CompletionUsage | None = None
+    system_fingerprint: str | None = Field(default=None, description="The upstream's, when it sent one.")
     request_id: str = Field(description="The receipt (trace) id of this request.")
     memory_decision: dict[str, Any] | None = None
     route_decision: dict[str, Any] | None = None
@@ -136,6 +146,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: dict[str, Any]
     finish_reason: str | None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -147,3 +158,4 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: CompletionUsage | None = None
+    system_fingerprint: str | None = None

@@ -289,3 +289,30 @@ def test_client_disconnect_stops_generation(provider: str, llama_server: LlamaSe
             assert "cancel task" in llama_server.logs_since(mark)
         finally:
             server.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_logprobs_and_n_from_the_real_model(gateway: Gateway, stream: bool) -> None:
+    """The model's own logprobs come back (llama-server computes them; Ollama's API carries them
+    through the front); n = 2 through Ollama is two generations, as two choices."""
+    n = 2 if gateway.provider == "ollama" else 1  # llama-server itself serves one choice per request
+    asked: dict[str, Any] = {"max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 2, "n": n}
+    client = gateway.client
+    if not stream:
+        completion = client.chat.completions.create(model=MODEL_ALIAS, messages=HELLO, **asked)
+        assert [choice.index for choice in completion.choices] == list(range(n))
+        for choice in completion.choices:
+            assert choice.logprobs is not None and choice.logprobs.content
+            assert all(len(entry.top_logprobs) == 2 for entry in choice.logprobs.content)
+            assert "".join(entry.token for entry in choice.logprobs.content) == choice.message.content
+        return
+    chunks = list(client.chat.completions.create(model=MODEL_ALIAS, messages=HELLO, stream=True, **asked))
+    text: dict[int, str] = {}
+    tokens: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            text[choice.index] = text.get(choice.index, "") + (choice.delta.content or "")
+            for entry in (choice.logprobs.content or []) if choice.logprobs else []:
+                tokens[choice.index] = tokens.get(choice.index, "") + entry.token
+    assert sorted(text) == list(range(n))
+    assert tokens == text  # every token's logprob came with it

@@ -39,7 +39,10 @@ Translation: ``options.num_predict`` (> 0) -> ``max_tokens``; ``temperature``, `
 ``stop``, ``presence_penalty``, ``frequency_penalty``, ``top_k``, ``min_p``, ``repeat_penalty`` as
 is; ``format: "json"`` -> ``response_format: json_object``, a schema -> ``json_schema``; ``tools``
 as is; ``finish_reason: "length"`` -> ``done_reason: "length"``, anything else -> ``"stop"``;
-``usage`` -> ``prompt_eval_count``/``eval_count``; llama-server's ``timings`` -> the durations.
+``usage`` -> ``prompt_eval_count``/``eval_count``; llama-server's ``timings`` -> the durations;
+``logprobs``/``top_logprobs`` as is, and back a choice's ``logprobs.content`` entries as the
+top-level ``logprobs`` list (Ollama's shape: the same ``token``/``logprob``/``bytes``/
+``top_logprobs`` entries, ollama-python's ``chat(..., logprobs=True, top_logprobs=3)``).
 Upstream errors come back as ``{"error": <upstream message>}`` with the upstream's status. A
 client that goes away mid-stream closes the upstream request at once (the server cancels the
 handler), so the model stops generating.
@@ -166,6 +169,9 @@ def to_openai_request(body: dict[str, Any], extra: dict[str, Any]) -> dict[str, 
         payload["response_format"] = {"type": "json_schema", "json_schema": {"name": "format", "schema": fmt}}
     if body.get("tools"):
         payload["tools"] = body["tools"]
+    for key in ("logprobs", "top_logprobs"):  # top-level in both APIs, same meaning
+        if body.get(key) is not None:
+            payload[key] = body[key]
     payload.update(extra)
     return payload
 
@@ -349,6 +355,8 @@ class OllamaFront:
             "done": True,
             **metrics(data.get("usage"), data.get("timings"), started),
         }
+        if isinstance(choice.get("logprobs"), dict):
+            answer["logprobs"] = choice["logprobs"].get("content") or []  # Ollama: the entries themselves
         return web.json_response(answer)
 
     async def _stream(
@@ -385,7 +393,10 @@ class OllamaFront:
                     delta = choice.get("delta") or {}
                     if delta.get("content"):
                         message = {"role": "assistant", "content": delta["content"]}
-                        await line({"model": model, "created_at": now_iso(), "message": message, "done": False})
+                        piece = {"model": model, "created_at": now_iso(), "message": message, "done": False}
+                        if isinstance(choice.get("logprobs"), dict):
+                            piece["logprobs"] = choice["logprobs"].get("content") or []
+                        await line(piece)
                     for call in delta.get("tool_calls") or []:
                         slot = calls.setdefault(int(call.get("index", len(calls))), {"name": "", "arguments": ""})
                         function = call.get("function") or {}
