@@ -25,8 +25,9 @@ REDACTED = "[REDACTED]"
 
 # RE2 has no look-around. A shape that must not start inside a run of letters or digits (so
 # "task-..." is not "sk-...") consumes the character before it instead; it may be an underscore,
-# which \b would refuse ("DEPLOY_ghp_..."). The value itself is the named group.
-_START = r"(?:^|[^A-Za-z0-9])"
+# which \b would refuse ("DEPLOY_ghp_..."), or an escaped line break or tab (a repr or JSON text:
+# "...\\nghp_..."). The value itself is the named group.
+_START = r"(?:^|[^A-Za-z0-9]|\\[nrt])"
 
 # Key words of a key/value pair. "Strong" ones name a credential whatever the value looks like;
 # "weak" ones (token, auth) also name counts and switches ("token_limit: 4096", "auth: basic"), so
@@ -45,10 +46,12 @@ _ASSIGN = r"""["'\\]*[ \t]*(?:=>|:=|=|:)[ \t]*"""
 _SCHEME = r"(?:(?i:basic|bearer|token|digest|negotiate)[ \t]+)?"
 
 
-def _value(prefix: str) -> str:
+def _value(prefix: str, *, scheme: str = "", bare: str = r"""[^\s"'`,;\\]""") -> str:
+    """A value: quoted, quoted with escaped quotes (a JSON string inside JSON, a repr: once or
+    more, {\\"password\\": \\"...\\"}), or bare; each its own group, the quotes kept."""
     return (
-        rf'''(?:\\"(?P<{prefix}_esc>[^"\\\r\n]+)\\"|"(?P<{prefix}_dq>[^"\r\n]+)"'''
-        rf"""|'(?P<{prefix}_sq>[^'\r\n]+)'|{_SCHEME}(?P<{prefix}_bare>[^\s"'`,;\\]+))"""
+        rf'''(?:\\+["'](?P<{prefix}_esc>[^"'\\\r\n]+)\\+["']|"(?P<{prefix}_dq>[^"\r\n]+)"'''
+        rf"""|'(?P<{prefix}_sq>[^'\r\n]+)'|{scheme}(?P<{prefix}_bare>{bare}+))"""
     )
 
 
@@ -74,8 +77,8 @@ _KINDS: dict[str, _Kind] = {
         r"(?i:[a-z][a-z0-9+.-]*)://[^\s:/@'\"<>]+:(?P<url_password>[^\s@/'\"<>]+)@",
         ("://",),
     ),
-    "basic_auth": _Kind(r"(?i:\bbasic)[ \t]+(?P<basic_auth>[A-Za-z0-9+/]{4,}={0,2})", ("basic",)),
-    "bearer": _Kind(r"(?i:\bbearer)[ \t]+(?P<bearer>[A-Za-z0-9._~+/=-]{8,})", ("bearer",)),
+    "basic_auth": _Kind(_START + r"(?i:basic)[ \t]+(?P<basic_auth>[A-Za-z0-9+/]{4,}={0,2})", ("basic",)),
+    "bearer": _Kind(_START + r"(?i:bearer)[ \t]+(?P<bearer>[A-Za-z0-9._~+/=-]{8,})", ("bearer",)),
     "aws_access_key": _Kind(
         _START + r"(?P<aws_access_key>(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16})\b", ("akia", "asia", "abia", "acca")
     ),
@@ -95,16 +98,15 @@ _KINDS: dict[str, _Kind] = {
     "pypi_token": _Kind(_START + r"(?P<pypi_token>pypi-[A-Za-z0-9_-]{32,})", ("pypi-",)),
     "credential_assignment": _Kind(
         rf"(?P<key__assignment>(?i:{_STRONG_WORDS}|{_WEAK_WORDS}){_KEY_TAIL}){_ASSIGN}"
-        + _value("credential_assignment"),
+        + _value("credential_assignment", scheme=_SCHEME),
         ("pass", "pwd", "secret", "credential", "auth", "cookie", "key", "token"),
     ),
     "credential_phrase": _Kind(
         # "my password is X", "the token for staging was: X", "api key = X"
-        r"(?i:\b(?P<key__phrase>password|passwd|passphrase|passcode|pwd|secret(?: key)?|token"
+        _START + r"(?i:(?P<key__phrase>password|passwd|passphrase|passcode|pwd|secret(?: key)?|token"
         r"|api[ _-]?key|access[ _-]?key|private[ _-]?key|client[ _-]?secret|credentials?)"
         r"(?:[ \t]+(?:for|of|to|on|at|in)(?:[ \t]+[\w.@:/-]+){1,3}?)?[ \t]+(?:is now|is set to|is|was)[ \t]*:?[ \t]*)"
-        + r"""(?:"(?P<credential_phrase_dq>[^"\r\n]+)"|'(?P<credential_phrase_sq>[^'\r\n]+)'"""
-        + r"""|(?P<credential_phrase_bare>[^\s"'`<>]+))""",
+        + _value("credential_phrase", bare=r"""[^\s"'`<>\\]"""),
         ("pass", "pwd", "secret", "credential", "key", "token"),
     ),
 }
@@ -150,6 +152,7 @@ _NOT_VALUES = frozenset(
 )
 _PLACEHOLDER_START = ("$", "%", "{", "<", "[", "(", "@", "#", "*", "&", "!", "os.", "self.", "process.env")
 _CODE_CHARS = frozenset("()[]{}")
+_NOT_A_QUOTED_START = frozenset(")]},;: \t")
 _KEY_WORDS_IN_VALUE = re2.compile(r"(?i:pass|pwd|secret|token|key|credential|auth)")
 _DOTTED_NAME = re2.compile(r"[a-z_][a-z0-9_]*(?:\.[a-z_][a-z0-9_]*)+")
 _NUMBER = re2.compile(r"[0-9][0-9.,_]*")
@@ -200,6 +203,9 @@ def _assignment_ok(key: str, value: str, quoted: bool) -> bool:
     if lowered_key in _PATH_KEYS and value.startswith(("/", "~")):
         return False
     if not quoted and _is_code(value):
+        return False
+    if quoted and value[0] in _NOT_A_QUOTED_START:
+        # the quote closed a string and the next one opened later: input('Password: ') ... '
         return False
     strong = _STRONG_KEY.search(lowered_key) is not None
     if strong:

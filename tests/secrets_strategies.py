@@ -215,6 +215,13 @@ FILLER = st.text(
     max_size=40,
 )
 
+# Words around a plain sentence: random characters could themselves form a generated-looking run
+# beside a key word, which is a secret by design.
+PROSE = st.lists(
+    st.sampled_from(["the", "a", "we", "deploy", "on", "Friday;", "see", "notes", "(v2)", "and", "call", "me"]),
+    max_size=8,
+).map(" ".join)
+
 
 @st.composite
 def message_with_secret(draw: st.DrawFn) -> tuple[str, str, str]:

@@ -4,14 +4,18 @@ passwords and tokens are left alone; hostile inputs cost linear time."""
 
 from __future__ import annotations
 
+import logging
 import time
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.errors import InvalidRequest
+from app.observability.logging import ACCESS_LOGGER, JsonFormatter, PlainFormatter
 from app.scrub import TRUNCATED_SUFFIX, cap_text, find_secret, is_sensitive_key, redact_text, scrub
-from tests.secrets_strategies import FILLER, PLAIN_SENTENCES, message_with_secret
+from tests.secrets_strategies import PLAIN_SENTENCES, PROSE, message_with_secret
 
 GLUED = [
     ("DEPLOY_ghp_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5", "github_token"),
@@ -102,10 +106,13 @@ def test_every_generated_secret_is_found_and_removed(case: tuple[str, str, str])
     assert secret not in redacted, (kind, message, redacted)
     assert redact_text(redacted, pii=True)[0] == redacted  # what is redacted stays as it is
     assert find_secret(redacted) is None, (kind, redacted)
+    # quoted inside other text, as an error message (repr) or a JSON document quotes it
+    for quoted in (repr(message), orjson.dumps({"note": message}).decode()):
+        assert secret not in redact_text(quoted, pii=True)[0], (kind, quoted)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(PLAIN_SENTENCES), FILLER, FILLER)
+@given(st.sampled_from(PLAIN_SENTENCES), PROSE, PROSE)
 def test_plain_sentences_in_any_surroundings_are_not_refused(sentence: str, before: str, after: str) -> None:
     assert find_secret(f"{before} {sentence} {after}") is None
 
@@ -161,3 +168,32 @@ def test_sensitive_keys(key: str, sensitive: bool) -> None:
     assert is_sensitive_key(key) is sensitive
     cleaned = scrub({key: "Hunter2Xyz99", "other": 1}, pii=False)
     assert (cleaned[key] == "[REDACTED]") is sensitive
+
+
+def _record(name: str, message: str, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+    record.__dict__.update(extra)
+    return record
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), PlainFormatter()])
+def test_a_log_line_never_carries_a_credential(formatter: logging.Formatter) -> None:
+    # a library's record (a driver quoting a statement, a client quoting a URL) and our own extras
+    line = formatter.format(
+        _record("aiosqlite", "executing ('postgres://app:Hunter2Xyz99@db/app',)", api_key="Zx9Qw8Er7Ty6", n=3)
+    )
+    assert "Hunter2Xyz99" not in line and "Zx9Qw8Er7Ty6" not in line
+    assert "postgres://app:[REDACTED]@db/app" in line and "3" in line
+
+
+def test_the_access_log_is_written_as_built() -> None:
+    # its fields come from route templates, statuses and sanitised ids: not scanned, one per request
+    line = JsonFormatter().format(_record(ACCESS_LOGGER, "request", route="/v1/chat/completions", status=200))
+    assert orjson.loads(line)["route"] == "/v1/chat/completions"
+
+
+def test_an_error_envelope_never_carries_a_credential() -> None:
+    error = InvalidRequest("Unknown argument 'DB_PASSWORD=Hunter2Xyz99'.", param="args.DB_PASSWORD=Hunter2Xyz99")
+    body = error.body().decode()
+    assert "Hunter2Xyz99" not in body
+    assert orjson.loads(body)["error"]["param"] == "args.DB_PASSWORD=[REDACTED]"
