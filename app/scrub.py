@@ -270,6 +270,11 @@ _Check = Callable[[str, _Spans, str], bool]
 _UNANCHORED = re2._Anchor.UNANCHORED
 
 
+def _found(regex: Any, data: bytes) -> bool:
+    """Whether ``regex`` matches somewhere in ``data`` (the binding directly, like _matches)."""
+    return bool(regex._regexp.Match(_UNANCHORED, data, 0, len(data))[0][0] >= 0)
+
+
 def _matches(regex: Any, data: bytes) -> Any:
     """Each match of ``regex`` in ``data``, as the spans of its groups.
 
@@ -342,7 +347,7 @@ def _decode(data: bytes) -> str:
 
 def _findings(data: bytes, *, first: bool) -> list[Finding]:
     """Every secret's value in ``data`` (only the first with ``first``), in order."""
-    if _ANY_MARKER_CI.search(data) is None:
+    if not _found(_ANY_MARKER_CI, data):
         return []
     found: list[Finding] = []
     for match in _matches(_ALL, data):
@@ -360,7 +365,7 @@ def _findings(data: bytes, *, first: bool) -> list[Finding]:
         found.append(Finding(start, end, kind))
         if first:
             return found
-    if _NEAR_WORD.search(data) is not None:
+    if _found(_NEAR_WORD, data):
         covered = [(f.start, f.end) for f in found]  # in order: walked once alongside the runs
         at = 0
         for run in _matches(_HIGH_ENTROPY_RUN, data):
@@ -370,7 +375,7 @@ def _findings(data: bytes, *, first: bool) -> list[Finding]:
             if (at < len(covered) and covered[at][0] <= start) or not _high_entropy(_decode(data[start:end])):
                 continue
             near = data[max(0, start - _NEAR_BEFORE) : start] + b" " + data[end : end + _NEAR_AFTER]
-            if _NEAR_WORD.search(near) is not None:
+            if _found(_NEAR_WORD, near):
                 found.append(Finding(start, end, HIGH_ENTROPY))
                 if first:
                     return found
