@@ -150,7 +150,10 @@ _NOT_VALUES = frozenset(
         *("self", "cls", "this", "new"),
     ]
 )
-_PLACEHOLDER_START = ("$", "%", "{", "<", "[", "(", "@", "#", "*", "&", "!", "os.", "self.", "process.env")
+# Templates and references, not values: ${DB_PASSWORD}, $(cat file), %s, {{ secrets.X }},
+# <your password>, [REDACTED], (none), os.environ[...]. A password may start with "!", "@" or "#".
+_PLACEHOLDER_START = ("${", "$(", "%s", "%(", "{", "<", "[", "(", "os.", "self.", "process.env")
+_ENV_REFERENCE = re2.compile(r"\$[A-Z_][A-Z0-9_]*")  # $DB_PASSWORD
 _CODE_CHARS = frozenset("()[]{}")
 _NOT_A_QUOTED_START = frozenset(")]},;: \t")
 _KEY_WORDS_IN_VALUE = re2.compile(r"(?i:pass|pwd|secret|token|key|credential|auth)")
@@ -182,6 +185,8 @@ def _looks_generated(value: str) -> bool:
 def _is_placeholder(value: str) -> bool:
     lowered = value.lower()
     if lowered in _NOT_VALUES or lowered.startswith(_PLACEHOLDER_START) or value.startswith(REDACTED):
+        return True
+    if value[0] == "$" and _ENV_REFERENCE.fullmatch(value):
         return True
     return len(set(value)) == 1  # "xxxxxx", "******"
 

@@ -85,6 +85,18 @@ def test_each_shape_is_found_and_its_value_removed(text: str, secret: str) -> No
     assert count >= 1 and secret not in redacted
 
 
+@pytest.mark.parametrize("value", ["!Hunter2x", "@dm1nPass", "#Qw3rty99", "$ecretPw7", "&Zx9Qw8Er"])
+def test_a_password_may_start_with_a_symbol(value: str) -> None:
+    assert redact_text(f"DB_PASSWORD={value}", pii=False)[0] == "DB_PASSWORD=[REDACTED]"
+
+
+@pytest.mark.parametrize(
+    "value", ["$DB_PASSWORD", "${DB_PASSWORD}", "$(cat /run/secrets/db)", "%s", "{{ secrets.DB }}"]
+)
+def test_references_to_a_password_are_not_one(value: str) -> None:
+    assert find_secret(f"password: {value}") is None
+
+
 def test_the_key_is_kept_and_only_the_value_replaced() -> None:
     assert redact_text("DB_PASSWORD=Hunter2Xyz99 PORT=5432", pii=False)[0] == "DB_PASSWORD=[REDACTED] PORT=5432"
     assert redact_text('{"password": "Hunter2Xyz99"}', pii=False)[0] == '{"password": "[REDACTED]"}'
