@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 
 import orjson
 
+from app.scrub import scrub_text
+
 # A field path (``messages[0].role``) is short; a longer ``param`` is a key the caller made up
 # (an unknown field, an unknown tool argument): echoed whole, an 800 kB key came back twice in a
 # 1.6 MB error body, and into the receipt of a tool call.
@@ -45,8 +47,16 @@ class OrchestratorError(Exception):
         self.extra = extra or {}
 
     def envelope(self) -> dict[str, Any]:
+        # Messages and params quote what they are about (a model name, an argument, a field the
+        # caller made up): scrubbed like every other text that leaves the service.
+        param = None if self.param is None else scrub_text(self.param, pii=False)
         body: dict[str, Any] = {
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+            "error": {
+                "message": scrub_text(self.message, pii=False),
+                "type": self.type,
+                "param": param,
+                "code": self.code,
+            }
         }
         body.update(self.extra)
         return body

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from app.memory.store import MemoryStore, StoredMemory, owner_hash
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
+from app.scrub import redact_text
 from app.settings import Settings
 from app.tracing.tracer import Trace
 
@@ -148,6 +150,13 @@ class MemoryService:
         self.record(trace, outcome, conversation=conversation_id is not None, source=source)
         return outcome
 
+    def _scrubbed(self, memory: StoredMemory) -> StoredMemory:
+        """A memory as it leaves the store, scrubbed again: the gate scrubbed it before it was
+        stored, but rows stored by an older gate (with fewer patterns) must not be shown or recalled
+        with what today's scrubber would have caught. Costs a scan of at most memory_max_chars."""
+        content, count = redact_text(memory.content, pii=self.config.redact_pii)
+        return memory if count == 0 else dataclasses.replace(memory, content=content)
+
     # --- recall ----------------------------------------------------------------------------
     async def recall(self, principal: str, conversation_id: str | None, query: str) -> list[StoredMemory]:
         if self.store is None:
@@ -155,7 +164,7 @@ class MemoryService:
         found = await self.store.recall(
             owner_hash(principal), conversation_id=conversation_id, query=query, limit=self.recall_max_items
         )
-        return found
+        return [self._scrubbed(memory) for memory in found]
 
     def recall_message(self, memories: list[StoredMemory]) -> tuple[dict[str, Any] | None, list[str]]:
         """One system message with as many memories as fit in ``recall_max_chars``; and their ids."""
@@ -183,10 +192,12 @@ class MemoryService:
         return self.store
 
     async def page(self, principal: str, *, limit: int, after: str | None) -> tuple[list[StoredMemory], bool]:
-        return await self._store().page(owner_hash(principal), limit=limit, after=after)
+        entries, more = await self._store().page(owner_hash(principal), limit=limit, after=after)
+        return [self._scrubbed(memory) for memory in entries], more
 
     async def get(self, principal: str, memory_id: str) -> StoredMemory | None:
-        return await self._store().get(owner_hash(principal), memory_id)
+        memory = await self._store().get(owner_hash(principal), memory_id)
+        return None if memory is None else self._scrubbed(memory)
 
     async def delete(self, principal: str, memory_id: str, trace: Trace) -> bool:
         deleted = await self._store().delete(owner_hash(principal), memory_id)

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from app.scrub import scrub
+
 LOGGER_NAME = "orchestrators"
 ACCESS_LOGGER = f"{LOGGER_NAME}.access"
 
@@ -38,6 +40,17 @@ def _where(tb: TracebackType | None) -> str | None:
     return f"{code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno} in {code.co_name}"
 
 
+def _scrubbed(record: logging.LogRecord, payload: dict[str, Any]) -> dict[str, Any]:
+    """The line's fields through the service's scrubber. The call sites log no request data, but
+    libraries' records (and a mistake) may: a credential never reaches the log. The access log's
+    fields are built by the request middleware from route templates, statuses and sanitised ids,
+    one line per request: they skip it."""
+    if record.name == ACCESS_LOGGER:
+        return payload
+    cleaned: dict[str, Any] = scrub(payload, pii=False)
+    return cleaned
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON object: time, level, logger, message and the extra fields."""
 
@@ -56,19 +69,22 @@ class JsonFormatter(logging.Formatter):
             # carry request data (a prompt, a token) into the logs.
             payload["exc_type"] = record.exc_info[0].__name__
             payload["exc_where"] = _where(record.exc_info[2])
-        return orjson.dumps(payload, default=str).decode()
+        return orjson.dumps(_scrubbed(record, payload), default=str).decode()
 
 
 class PlainFormatter(logging.Formatter):
     """Human-readable lines for development (ORCH_LOG_JSON=0), extras appended as key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        extras = [
-            f"{key}={value}"
-            for key, value in record.__dict__.items()
-            if key not in _RESERVED and not key.startswith("_")
-        ]
+        fields = _scrubbed(
+            record,
+            {
+                "message": record.getMessage(),
+                **{k: v for k, v in record.__dict__.items() if k not in _RESERVED and not k.startswith("_")},
+            },
+        )
+        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {fields.pop('message')}"
+        extras = [f"{key}={value}" for key, value in fields.items()]
         return base + (" " + " ".join(extras) if extras else "")
 
 

@@ -18,7 +18,7 @@ from app.ids import new_uuid
 from app.routing.intent import Decision
 from app.routing.policy import Target
 from app.routing.store import REVIEW_STATUSES, IntentCacheStore, ReviewItem, ReviewStore
-from app.scrub import cap_text, redact_text
+from app.scrub import scrub_text
 from app.timefmt import iso_now
 
 MAX_STORED_MESSAGE_CHARS = 2000  # enough for a reviewer to judge the intent, not a transcript
@@ -61,7 +61,7 @@ class ReviewService:
         trace_id: str,
         policy_hash: str,
     ) -> ReviewItem:
-        message = cap_text(redact_text(text, pii=self.redact_pii)[0], MAX_STORED_MESSAGE_CHARS)[0]
+        message = scrub_text(text, pii=self.redact_pii, max_chars=MAX_STORED_MESSAGE_CHARS)
         item = ReviewItem(
             id=new_uuid(),
             created_at=iso_now(),
