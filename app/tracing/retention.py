@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -55,21 +56,19 @@ MIGRATIONS = (
     Migration(
         1,
         "pruned traces",
-        # One row per pruned trace (what remains of it besides its ledger entry), one per batch
-        # (the ledger range it covered). ``state`` is the trace's verdict when it was pruned.
+        # One row per batch (the ledger range it covered, ``last_seq`` its key), and one per pruned
+        # trace, keyed by its ledger entry (which has the trace id, head and finish time): what
+        # remains of it besides that entry is its principal (receipts are scoped by it) and its
+        # verdict when it was pruned (``state``). A few dozen bytes a trace.
         sqlite=(
-            "CREATE TABLE IF NOT EXISTS trace_pruned (trace_id TEXT PRIMARY KEY, ledger_seq INTEGER NOT NULL,"
-            " principal TEXT, created_at TEXT, head_hash TEXT NOT NULL, step_count INTEGER NOT NULL,"
-            " pruned_at TEXT NOT NULL, state TEXT NOT NULL) WITHOUT ROWID",
-            "CREATE INDEX IF NOT EXISTS trace_pruned_by_seq ON trace_pruned (ledger_seq)",
+            "CREATE TABLE IF NOT EXISTS trace_pruned (ledger_seq INTEGER PRIMARY KEY, principal TEXT,"
+            " batch INTEGER NOT NULL, state TEXT NOT NULL) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS trace_prunes (last_seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL,"
             " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT)",
         ),
         postgres=(
-            "CREATE TABLE IF NOT EXISTS trace_pruned (trace_id TEXT PRIMARY KEY, ledger_seq BIGINT NOT NULL,"
-            " principal TEXT, created_at TEXT, head_hash TEXT NOT NULL, step_count INTEGER NOT NULL,"
-            " pruned_at TEXT NOT NULL, state TEXT NOT NULL)",
-            "CREATE INDEX IF NOT EXISTS trace_pruned_by_seq ON trace_pruned (ledger_seq)",
+            "CREATE TABLE IF NOT EXISTS trace_pruned (ledger_seq BIGINT PRIMARY KEY, principal TEXT,"
+            " batch BIGINT NOT NULL, state TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS trace_prunes (last_seq BIGINT PRIMARY KEY, first_seq BIGINT NOT NULL,"
             " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT)",
         ),
@@ -87,15 +86,16 @@ STATEMENT_IDS = 50  # trace ids per DELETE statement (the loop is served between
 BATCH_PAUSE_S = 0.005  # between two batches: requests and the receipts writer go first
 VACUUM_PAGES = 128  # pages handed back per transaction (half a megabyte of 4 KiB pages)
 VACUUM_STEP_PAGES = 16  # pages freed between two yields to the loop
+WAL_TRUNCATE_WAIT_S = 0.2  # a truncating checkpoint waits this long for other connections, then gives up
 SIZE_SAMPLE = 200  # newest retained traces whose stored size estimates the size of all of them
 # Stored bytes beside a step's text (its row header, hashes' index entry, the B-tree's slack) and
 # per trace (its record and ledger row): measured against the file's growth (docs/receipts.md).
-STEP_ROW_OVERHEAD = 240
-TRACE_ROW_OVERHEAD = 420
+STEP_ROW_OVERHEAD = 375
+TRACE_ROW_OVERHEAD = 610
 MB = 1024 * 1024
 
 _WATERMARK = "SELECT MAX(last_seq) AS seq FROM trace_prunes"
-_PRUNED_COLUMNS = ("trace_id", "ledger_seq", "principal", "created_at", "head_hash", "step_count", "pruned_at", "state")
+_PRUNED_COLUMNS = ("ledger_seq", "principal", "batch", "state")
 _PRUNES_COLUMNS = ("last_seq", "first_seq", "traces", "reason", "pruned_at", "archive")
 
 
@@ -256,21 +256,27 @@ class PruneLog:
         self.db = db
 
     async def record(self, trace_id: str) -> Row | None:
-        return await self.db.fetch_one("SELECT * FROM trace_pruned WHERE trace_id = $1", trace_id)
+        """What the job recorded of a pruned trace, with its ledger entry's fields and the date."""
+        return await self.db.fetch_one(
+            "SELECT p.ledger_seq, p.principal, p.state, b.pruned_at, l.trace_id, l.head_hash, l.step_count,"
+            " l.created_at FROM trace_ledger l JOIN trace_pruned p ON p.ledger_seq = l.seq"
+            " JOIN trace_prunes b ON b.last_seq = p.batch WHERE l.trace_id = $1 ORDER BY l.seq LIMIT 1",
+            trace_id,
+        )
 
     async def as_trace(self, trace_id: str) -> Row | None:
         """A pruned trace's remaining record in the shape of a ``traces`` row, marked with
-        ``pruned_at`` (and ``pruned_state``), or None."""
+        ``pruned_at`` (and ``pruned_state``), or None. Its time is its ledger entry's, the finish."""
         row = await self.record(trace_id)
         if row is None:
             return None
         return {
             "id": row["trace_id"],
-            "created_at": row["created_at"],
+            "created_at": None,
             "metadata_json": "",
             "principal": row["principal"],
             "request_id": None,
-            "finished_at": None,
+            "finished_at": row["created_at"],
             "step_count": row["step_count"],
             "head_hash": row["head_hash"],
             "ledger_seq": row["ledger_seq"],
@@ -278,15 +284,15 @@ class PruneLog:
             "pruned_state": row["state"],
         }
 
-    async def intact_heads(self, first: int, last: int) -> dict[str, str]:
-        """Traces of ledger entries ``first`` to ``last`` pruned while intact, with their heads."""
+    async def intact(self, first: int, last: int) -> set[str]:
+        """The traces of ledger entries ``first`` to ``last`` that were intact when pruned."""
         rows = await self.db.fetch_all(
-            "SELECT trace_id, head_hash FROM trace_pruned WHERE ledger_seq >= $1 AND ledger_seq <= $2"
-            " AND state = 'intact'",
+            "SELECT l.trace_id FROM trace_pruned p JOIN trace_ledger l ON l.seq = p.ledger_seq"
+            " WHERE p.ledger_seq >= $1 AND p.ledger_seq <= $2 AND p.state = 'intact'",
             first,
             last,
         )
-        return {row["trace_id"]: row["head_hash"] for row in rows}
+        return {row["trace_id"] for row in rows}
 
     async def watermark(self) -> int:
         """The last ledger entry whose trace was pruned (0: none)."""
@@ -304,8 +310,8 @@ def pruned_verdict(trace: Row, steps: Sequence[Row], entry: Row | None) -> Verdi
         )
     if entry is None:
         return Verdict(False, "ledger_missing", head, count, None, "the pruned trace's ledger entry is gone")
-    if (entry["head_hash"], int(entry["step_count"])) != (head, count) or not verify_ledger([entry]).ok:
-        return Verdict(False, "ledger_mismatch", head, count, None, "the ledger entry differs from the one pruned")
+    if not verify_ledger([entry]).ok:
+        return Verdict(False, "ledger_mismatch", head, count, None, "the ledger entry does not match its hash")
     return Verdict(
         False,
         "pruned",
@@ -477,19 +483,7 @@ class RetentionJob:
         # Written (and synced) before anything is deleted; a failure here deletes nothing.
         archive = await self._archive(batch, reason, pruned_at)
         first, last = int(batch[0].entry["seq"]), int(batch[-1].entry["seq"])
-        marks = [
-            (
-                c.entry["trace_id"],
-                int(c.entry["seq"]),
-                c.trace.get("principal") if c.trace else None,
-                c.trace.get("created_at") if c.trace else None,
-                c.entry["head_hash"],
-                int(c.entry["step_count"]),
-                pruned_at,
-                c.state,
-            )
-            for c in batch
-        ]
+        marks = [(int(c.entry["seq"]), c.trace.get("principal") if c.trace else None, last, c.state) for c in batch]
         run = (last, first, len(batch), reason, pruned_at, archive)
         ids = [str(c.entry["trace_id"]) for c in batch]
         if isinstance(self.db, SqliteDatabase):
@@ -518,11 +512,26 @@ class RetentionJob:
             row = await db.fetch_one("PRAGMA freelist_count")
             free = int(row["freelist_count"]) if row else 0
             if free <= 0:
+                if freed:
+                    await asyncio.to_thread(_truncate_wal, db.path)
                 return freed
             pages = min(free, VACUUM_PAGES)
             await db.run_transaction(lambda tx, n=pages: _vacuum_steps(tx, n))  # type: ignore[misc]
             freed += pages
             await asyncio.sleep(BATCH_PAUSE_S)
+
+
+def _truncate_wal(path: Path) -> None:
+    """Shrink the WAL file back once the pruned pages left the database: moving them wrote the
+    WAL up to its largest size, which SQLite otherwise keeps. Best effort: while another
+    connection is reading or writing it waits a moment, then leaves it for the next round."""
+    connection = sqlite3.connect(path, isolation_level=None, timeout=WAL_TRUNCATE_WAIT_S)
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        log.info("the receipt WAL was not truncated: %s", type(exc).__name__)
+    finally:
+        connection.close()
 
 
 def _vacuum_steps(tx: SqliteTransaction, pages: int) -> Generator[None, None, None]:

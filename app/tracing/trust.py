@@ -325,10 +325,10 @@ class TrustService:
             return result
         present = await self.store.traces_exist([e["trace_id"] for e in entries])
         # Traces the retention job pruned while intact: their ledger entries stand for them.
-        pruned = await self.pruned.intact_heads(first, last) if self.pruned is not None else {}
+        pruned = await self.pruned.intact(first, last) if self.pruned is not None else set()
         result["pruned"] = len(pruned)
         for entry in entries:
-            if entry["trace_id"] not in present and pruned.get(entry["trace_id"]) == entry["head_hash"]:
+            if entry["trace_id"] not in present and entry["trace_id"] in pruned:
                 continue
             if entry["trace_id"] not in present:
                 result.update(
