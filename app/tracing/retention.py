@@ -46,7 +46,6 @@ from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction, 
 from app.db.migrations import Migration, migrate
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.timefmt import iso_utc
 from app.tracing.chain import Verdict, verify_ledger, verify_trace
 
 log = get_logger("tracing")
@@ -120,8 +119,11 @@ async def prepare(db: Database, *, retention_on: bool) -> None:
     tables = await db.fetch_one("SELECT COUNT(*) AS n FROM sqlite_master")
     if tables is not None and int(tables["n"]) == 0:
         # The file is already in WAL mode, where the change needs a VACUUM (instant when empty).
-        await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        await db.execute("VACUUM")
+        try:
+            await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            await db.execute("VACUUM")
+        except sqlite3.OperationalError as exc:  # another worker holds the new file: it still works
+            log.warning("incremental vacuum not set on the new receipt database: %s", exc)
         return
     mode = await db.fetch_one("PRAGMA auto_vacuum")
     if mode is not None and int(mode["auto_vacuum"]) != 2:
@@ -234,9 +236,11 @@ def archive_bundle(
 
 
 def _write_file(path: Path, data: bytes) -> None:
-    """Written to a temporary name, synced, then renamed: a file under its final name is whole."""
+    """Written to a temporary name, synced, then renamed: a file under its final name is whole.
+    The temporary name is the process's own: workers that archive the same batch at once (one of
+    them then finds it pruned) each rename a whole file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
     with temporary.open("wb") as handle:
         handle.write(data)
         handle.flush()
@@ -416,7 +420,9 @@ class RetentionJob:
         )
         old = 0
         if self.days > 0:
-            cutoff = iso_utc(self.clock() - self.days * 86_400)
+            # The ledger's times are ISO-8601 UTC with microseconds, so they compare as strings.
+            at = datetime.fromtimestamp(self.clock() - self.days * 86_400, UTC)
+            cutoff = at.isoformat(timespec="microseconds")
             while old < len(rows) and str(rows[old]["created_at"]) < cutoff:
                 old += 1
         count = max(old, min(by_size, len(rows)))
@@ -507,17 +513,17 @@ class RetentionJob:
         mode = await db.fetch_one("PRAGMA auto_vacuum")
         if mode is None or int(mode["auto_vacuum"]) != 2:
             return 0
-        freed = 0
+        freed, before = 0, None
         while True:
             row = await db.fetch_one("PRAGMA freelist_count")
             free = int(row["freelist_count"]) if row else 0
-            if free <= 0:
+            if free <= 0 or (before is not None and free >= before):  # done, or no longer shrinking
                 if freed:
                     await asyncio.to_thread(_truncate_wal, db.path)
                 return freed
             pages = min(free, VACUUM_PAGES)
             await db.run_transaction(lambda tx, n=pages: _vacuum_steps(tx, n))  # type: ignore[misc]
-            freed += pages
+            freed, before = freed + pages, free
             await asyncio.sleep(BATCH_PAUSE_S)
 
 

@@ -150,6 +150,12 @@ async def test_a_pruned_receipt_is_scoped_like_the_trace(app_factory: Callable[.
             assert assert_envelope(hidden, 404)["code"] == "trace_not_found"
         proof = await client.get("/v1/trust/proof/inclusion", params={"trace_id": alices}, headers=alice)
         assert proof.status_code == 200 and proof.json()["leaf_index"] == 0
+    async with panel(app_factory, backend, **settings) as (client, _):  # a restart: the marks stay
+        again = await client.get(f"/v1/trust/verify/{alices}", headers=alice)
+        assert again.status_code == 200 and again.json()["reason"] == "pruned"
+        assert (await get(client, "/v1/trust/ledger/verify"))["verified"]
+    rows = await backend.fetch("SELECT version FROM schema_migrations WHERE component = 'trace_retention'")
+    assert rows == [{"version": 1}]
 
 
 async def test_the_archive_written_before_the_prune_verifies_offline(
