@@ -234,7 +234,7 @@ async def open_receipts(
         max_value_chars=settings.trust_panel_max_value_chars,
         debug=settings.trust_panel_debug,
         checkpointer=checkpointer,
-        pruned=PruneLog(trace_store.db),
+        pruned=PruneLog(trace_store.db, verifier=signer.verifier),
     )
     retention = None
     if retention_on:
@@ -245,6 +245,8 @@ async def open_receipts(
             interval=settings.trace_retention_interval_sec,
             archive_dir=settings.trace_archive_dir,
             metrics=metrics,
+            signer=signer,
+            origin=checkpointer.origin,
         )
         await retention.start()
         stack.push_async_callback(retention.stop)  # runs before the writer drains

@@ -9,12 +9,14 @@ retained receipt still proves its inclusion, every checkpoint stays consistent w
 ones, and a pruned trace still proves that it was logged. Verification says ``pruned`` (with the
 date) for such a trace instead of ``trace_deleted``.
 
-What a ``pruned`` mark proves, honestly: that this service's retention job says it deleted the
-steps; whoever controls the database could write the same row after deleting a trace by hand.
-What still holds is the ledger entry and its inclusion under a signed checkpoint (the head hash
-and step count the trace had). The archive (``ORCH_TRACE_ARCHIVE_DIR``), written and synced
-before the delete, is what keeps the steps checkable: each file is an
-``orchestrators.archive.v1`` bundle that ``scripts/verify_receipts.py`` checks offline.
+Each batch's marks are signed (a C2SP note with the checkpoints' key, :func:`prune_body`), so a
+mark written or edited by someone without the key verifies as ``prune_mismatch``. What a
+``pruned`` verdict proves, then: that the key holder's job found the trace intact and deleted its
+steps by policy; what holds whoever wrote the database is the ledger entry and its inclusion
+under a signed checkpoint (the head hash and step count the trace had). The archive
+(``ORCH_TRACE_ARCHIVE_DIR``), written and synced before the delete, is what keeps the steps
+checkable: each file is an ``orchestrators.archive.v1`` bundle that ``scripts/verify_receipts.py``
+checks offline.
 
 Before pruning a trace the job verifies it as ``GET /v1/trust/verify`` would; one that did not
 verify (or was already gone) is recorded with that verdict, which verification keeps reporting.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import sqlite3
@@ -46,7 +49,8 @@ from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction, 
 from app.db.migrations import Migration, migrate
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.tracing.chain import Verdict, verify_ledger, verify_trace
+from app.tracing.chain import Verdict, canonical, verify_ledger, verify_trace
+from app.tracing.notes import NoteError, Signer, Verifier, open_note, split_note
 
 log = get_logger("tracing")
 
@@ -63,13 +67,13 @@ MIGRATIONS = (
             "CREATE TABLE IF NOT EXISTS trace_pruned (ledger_seq INTEGER PRIMARY KEY, principal TEXT,"
             " batch INTEGER NOT NULL, state TEXT NOT NULL) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS trace_prunes (last_seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL,"
-            " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT)",
+            " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT, note TEXT)",
         ),
         postgres=(
             "CREATE TABLE IF NOT EXISTS trace_pruned (ledger_seq BIGINT PRIMARY KEY, principal TEXT,"
             " batch BIGINT NOT NULL, state TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS trace_prunes (last_seq BIGINT PRIMARY KEY, first_seq BIGINT NOT NULL,"
-            " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT)",
+            " traces INTEGER NOT NULL, reason TEXT NOT NULL, pruned_at TEXT NOT NULL, archive TEXT, note TEXT)",
         ),
     ),
 )
@@ -95,11 +99,24 @@ MB = 1024 * 1024
 
 _WATERMARK = "SELECT MAX(last_seq) AS seq FROM trace_prunes"
 _PRUNED_COLUMNS = ("ledger_seq", "principal", "batch", "state")
-_PRUNES_COLUMNS = ("last_seq", "first_seq", "traces", "reason", "pruned_at", "archive")
+_PRUNES_COLUMNS = ("last_seq", "first_seq", "traces", "reason", "pruned_at", "archive", "note")
+PRUNE_NOTE = "orchestrators.receipt-prune.v1"  # the first line of a batch's signed note
 
 
 def _marks(count: int, start: int = 1) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
+
+
+def marks_digest(marks: Sequence[tuple[int, str | None, str]]) -> str:
+    """SHA-256 (hex) of a batch's marks: the canonical JSON of ``[[ledger_seq, principal, state], ...]``
+    in ledger order."""
+    rows = sorted([int(seq), principal, state] for seq, principal, state in marks)
+    return hashlib.sha256(canonical(rows).encode("utf-8")).hexdigest()
+
+
+def prune_body(origin: str, first: int, last: int, pruned_at: str, digest: str) -> str:
+    """The text of a batch's signed note (C2SP signed-note, with the checkpoints' key)."""
+    return f"{PRUNE_NOTE}\n{origin}\nrange {first} {last}\npruned_at {pruned_at}\nmarks {digest}\n"
 
 
 async def migrate_retention(db: Database) -> None:
@@ -256,16 +273,55 @@ def _write_file(path: Path, data: bytes) -> None:
 class PruneLog:
     """Reads of what the retention job recorded (for verification and the trust routes)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, verifier: Verifier | None = None) -> None:
         self.db = db
+        self.verifier = verifier
 
     async def record(self, trace_id: str) -> Row | None:
-        """What the job recorded of a pruned trace, with its ledger entry's fields and the date."""
+        """What the job recorded of a pruned trace, with its ledger entry's fields, the date and
+        its batch's signed note."""
         return await self.db.fetch_one(
-            "SELECT p.ledger_seq, p.principal, p.state, b.pruned_at, l.trace_id, l.head_hash, l.step_count,"
-            " l.created_at FROM trace_ledger l JOIN trace_pruned p ON p.ledger_seq = l.seq"
+            "SELECT p.ledger_seq, p.principal, p.state, b.pruned_at, b.first_seq, b.last_seq, b.note, l.trace_id,"
+            " l.head_hash, l.step_count, l.created_at FROM trace_ledger l JOIN trace_pruned p ON p.ledger_seq = l.seq"
             " JOIN trace_prunes b ON b.last_seq = p.batch WHERE l.trace_id = $1 ORDER BY l.seq LIMIT 1",
             trace_id,
+        )
+
+    def check_batch(self, batch: Row, marks: Sequence[Row]) -> str:
+        """Whether a batch's marks are the ones its note signed: ``verified`` (signed with this
+        service's key), ``other_key`` (a well-formed note whose marks match, signed by another key:
+        one rotated out, checkable with that key's verifier), or ``mismatch`` (no note, a note of
+        other marks or range, or a bad signature by this key: the marks were not written so by the
+        retention job)."""
+        note = batch.get("note")
+        first, last = int(batch["first_seq"]), int(batch["last_seq"])
+        if not note or len(marks) != last - first + 1:
+            return "mismatch"
+        try:
+            text, signatures = split_note(note)
+        except NoteError:
+            return "mismatch"
+        lines = text.split("\n")
+        digest = marks_digest([(int(m["ledger_seq"]), m["principal"], m["state"]) for m in marks])
+        expected = [PRUNE_NOTE, lines[1] if len(lines) > 1 else "", f"range {first} {last}"]
+        expected += [f"pruned_at {batch['pruned_at']}", f"marks {digest}", ""]
+        if lines != expected:
+            return "mismatch"
+        verifier = self.verifier
+        if verifier is None or all(sig.key_id != verifier.key_id for sig in signatures):
+            return "other_key"
+        try:
+            open_note(note, verifier)
+        except NoteError:
+            return "mismatch"
+        return "verified"
+
+    async def _marks(self, first: int, last: int) -> list[Row]:
+        return await self.db.fetch_all(
+            "SELECT ledger_seq, principal, batch, state FROM trace_pruned WHERE ledger_seq >= $1 AND ledger_seq <= $2"
+            " ORDER BY ledger_seq",
+            first,
+            last,
         )
 
     async def as_trace(self, trace_id: str) -> Row | None:
@@ -286,17 +342,35 @@ class PruneLog:
             "ledger_seq": row["ledger_seq"],
             "pruned_at": row["pruned_at"],
             "pruned_state": row["state"],
+            "prune_signature": self.check_batch(row, await self._marks(int(row["first_seq"]), int(row["last_seq"]))),
+            "prune_note": row["note"],
         }
 
     async def intact(self, first: int, last: int) -> set[str]:
-        """The traces of ledger entries ``first`` to ``last`` that were intact when pruned."""
-        rows = await self.db.fetch_all(
-            "SELECT l.trace_id FROM trace_pruned p JOIN trace_ledger l ON l.seq = p.ledger_seq"
-            " WHERE p.ledger_seq >= $1 AND p.ledger_seq <= $2 AND p.state = 'intact'",
-            first,
-            last,
+        """The traces of ledger entries ``first`` to ``last`` that were intact when pruned, in
+        batches whose marks their signed notes vouch for."""
+        batches = await self.db.fetch_all(
+            "SELECT * FROM trace_prunes WHERE last_seq >= $1 AND first_seq <= $2 ORDER BY last_seq", first, last
         )
-        return {row["trace_id"] for row in rows}
+        if not batches:
+            return set()
+        lowest, highest = int(batches[0]["first_seq"]), int(batches[-1]["last_seq"])
+        marks: dict[int, list[Row]] = {}
+        for mark in await self._marks(lowest, highest):
+            marks.setdefault(int(mark["batch"]), []).append(mark)
+        vouched = {
+            int(mark["ledger_seq"])
+            for batch in batches
+            if self.check_batch(batch, marks.get(int(batch["last_seq"]), [])) != "mismatch"
+            for mark in marks.get(int(batch["last_seq"]), [])
+            if mark["state"] == "intact"
+        }
+        rows = await self.db.fetch_all(
+            "SELECT seq, trace_id FROM trace_ledger WHERE seq >= $1 AND seq <= $2",
+            max(first, lowest),
+            min(last, highest),
+        )
+        return {row["trace_id"] for row in rows if int(row["seq"]) in vouched}
 
     async def watermark(self) -> int:
         """The last ledger entry whose trace was pruned (0: none)."""
@@ -308,6 +382,16 @@ def pruned_verdict(trace: Row, steps: Sequence[Row], entry: Row | None) -> Verdi
     """The verdict of a trace the retention job pruned (``trace`` from :meth:`PruneLog.as_trace`)."""
     pruned_at, state = trace["pruned_at"], trace["pruned_state"]
     head, count = trace["head_hash"], int(trace["step_count"])
+    if trace["prune_signature"] == "mismatch":
+        return Verdict(
+            False,
+            "prune_mismatch",
+            None,
+            len(steps),
+            None,
+            "the trace is marked pruned, but its batch's signed note does not vouch for the mark: it was not"
+            " written so by the retention job (the trace was deleted, or the mark edited)",
+        )
     if state != "intact":
         return Verdict(
             False, state, None, len(steps), None, f"the receipt was already {state} when it was pruned on {pruned_at}"
@@ -349,9 +433,13 @@ class RetentionJob:
         interval: float,
         archive_dir: Path | None,
         metrics: Metrics,
+        signer: Signer | None = None,
+        origin: str = "",
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.db = db
+        self.signer = signer
+        self.origin = origin or (signer.name if signer else "")
         self.days = days
         self.max_bytes = max_mb * MB
         self.interval = interval
@@ -475,22 +563,27 @@ class RetentionJob:
             )
         return result
 
-    async def _archive(self, batch: list[Candidate], reason: str, pruned_at: str) -> str | None:
+    async def _archive(self, batch: list[Candidate], reason: str, pruned_at: str, note: str | None) -> str | None:
         if self.archive_dir is None:
             return None
         checkpoint = await self.db.fetch_one("SELECT * FROM trust_checkpoints ORDER BY tree_size DESC LIMIT 1")
         bundle = archive_bundle(batch, reason=reason, archived_at=pruned_at, checkpoint=checkpoint)
+        bundle["prune_note"] = note
         name = f"receipts-{int(batch[0].entry['seq']):012d}-{int(batch[-1].entry['seq']):012d}.json"
         await asyncio.to_thread(_write_file, self.archive_dir / name, orjson.dumps(bundle))
         return name
 
     async def _prune(self, batch: list[Candidate], reason: str, watermark: int, result: PruneResult) -> int:
         pruned_at = datetime.now(UTC).isoformat()
-        # Written (and synced) before anything is deleted; a failure here deletes nothing.
-        archive = await self._archive(batch, reason, pruned_at)
         first, last = int(batch[0].entry["seq"]), int(batch[-1].entry["seq"])
         marks = [(int(c.entry["seq"]), c.trace.get("principal") if c.trace else None, last, c.state) for c in batch]
-        run = (last, first, len(batch), reason, pruned_at, archive)
+        # The batch's marks, signed with the checkpoints' key: whoever can write the database but
+        # does not hold the key cannot mark a trace it deleted as pruned.
+        body = prune_body(self.origin, first, last, pruned_at, marks_digest([(m[0], m[1], m[3]) for m in marks]))
+        note = self.signer.sign(body) if self.signer is not None else None
+        # Written (and synced) before anything is deleted; a failure here deletes nothing.
+        archive = await self._archive(batch, reason, pruned_at, note)
+        run = (last, first, len(batch), reason, pruned_at, archive, note)
         ids = [str(c.entry["trace_id"]) for c in batch]
         if isinstance(self.db, SqliteDatabase):
             done = await self.db.run_transaction(lambda tx: _prune_sqlite(tx, watermark, ids, marks, run))

@@ -82,8 +82,15 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
 
 
 def _pruned_fields(trace: dict[str, Any] | None) -> dict[str, Any]:
-    """When the retention job pruned the trace: the date (the verdict's reason says ``pruned``)."""
-    return {"pruned_at": trace["pruned_at"]} if trace is not None and "pruned_at" in trace else {}
+    """When the retention job pruned the trace: the date, and its batch's signed note with whether
+    it vouches for the mark (the verdict's reason says ``pruned``)."""
+    if trace is None or "pruned_at" not in trace:
+        return {}
+    return {
+        "pruned_at": trace["pruned_at"],
+        "prune_signature": trace["prune_signature"],
+        "prune_note": trace["prune_note"],
+    }
 
 
 class TrustService:

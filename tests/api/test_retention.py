@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from app.lifespan import AppState
 from app.settings import Settings
 from app.tracing.retention import RetentionJob
-from tests.api.test_receipt_log import FAST, checkpoint_of, fill, get, ledger_entries, unb64
+from tests.api.test_receipt_log import FAST, checkpoint_of, fill, get, ledger_entries, open_signed_note, unb64
 from tests.api.test_receipts import CHAT, chat, panel, run_verifier, verify
 from tests.conftest import Backend, assert_envelope
 from tests.unit.test_merkle import Rfc, rfc_verify_consistency, rfc_verify_inclusion
@@ -71,6 +71,12 @@ async def test_old_traces_are_pruned_and_still_prove_inclusion_and_consistency(
         assert not pruned["verified"] and pruned["reason"] == "pruned"
         assert pruned["pruned_at"][:4].isdigit() and "retention" in pruned["detail"]
         assert pruned["ledger_seq"] == 4 and pruned["step_count"] == 2 and len(pruned["head_hash"]) == 64
+        # The batch's marks are vouched for by a note signed with the checkpoints' key.
+        key = (await get(client, "/v1/trust/public-key"))["verifier_key"]
+        assert pruned["prune_signature"] == "verified"
+        note = open_signed_note(pruned["prune_note"], key).split("\n")
+        assert note[0] == "orchestrators.receipt-prune.v1" and note[2] == "range 1 20"
+        assert note[3] == f"pruned_at {pruned['pruned_at']}" and note[4].startswith("marks ")
         report = await get(client, f"/v1/trust/trace/{old[3]}")
         assert report["reason"] == "pruned" and report["steps"] == [] and report["pruned_at"] == pruned["pruned_at"]
         gone = await client.get(f"/v1/trust/trace/{old[3]}/export")
@@ -132,9 +138,43 @@ async def test_a_trace_deleted_before_the_prune_stays_deleted(
         assert (await verify(client, ids[4]))["reason"] == "chain_broken"
         ledger = await get(client, "/v1/trust/ledger/verify")
         assert not ledger["verified"] and ledger["reason"] == "trace_deleted" and ledger["broken_at"] == 3
+        # Editing the mark to hide the deletion breaks the batch's signed note, for the whole batch.
+        await backend.execute("UPDATE trace_pruned SET state = 'intact' WHERE ledger_seq = 3")
+        for trace_id in (ids[2], ids[0]):
+            edited = await verify(client, trace_id)
+            assert edited["reason"] == "prune_mismatch" and edited["prune_signature"] == "mismatch"
+        ledger = await get(client, "/v1/trust/ledger/verify")
+        assert not ledger["verified"] and ledger["broken_at"] == 1 and ledger["pruned"] == 0
 
 
-async def test_a_pruned_receipt_is_scoped_like_the_trace(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
+async def test_a_deletion_marked_as_pruned_by_hand_is_caught(
+    app_factory: Callable[..., FastAPI], backend: Backend
+) -> None:
+    """Whoever writes the database without the signing key cannot pass a deletion off as pruned."""
+    async with panel(app_factory, backend, **RETAIN) as (client, state):
+        old = await fill(client, state, 3)
+        job = job_of(state)
+        job.clock = days_later(2)
+        assert (await job.run_once()).traces == 3
+        new = await fill(client, state, 2, seed=8)
+        (real,) = await backend.fetch("SELECT note, pruned_at FROM trace_prunes")
+        await backend.execute("DELETE FROM trace_steps WHERE trace_id = $1", new[0])
+        await backend.execute("DELETE FROM traces WHERE id = $1", new[0])
+        await backend.execute("INSERT INTO trace_pruned VALUES (4, 'owner', 4, 'intact')")
+        await backend.execute(
+            "INSERT INTO trace_prunes VALUES (4, 4, 1, 'age', $1, NULL, $2)", real["pruned_at"], real["note"]
+        )
+        forged = await verify(client, new[0])
+        assert forged["reason"] == "prune_mismatch" and forged["prune_signature"] == "mismatch"
+        ledger = await get(client, "/v1/trust/ledger/verify")
+        assert not ledger["verified"] and ledger["reason"] == "trace_deleted" and ledger["broken_at"] == 4
+        assert ledger["pruned"] == 3
+        assert (await verify(client, old[0]))["reason"] == "pruned"
+
+
+async def test_a_pruned_receipt_is_scoped_like_the_trace(
+    app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path
+) -> None:
     alice = {"Authorization": "Bearer alice-token-0123456789"}
     settings = {**RETAIN, "principals": "alice=alice-token-0123456789,bob=bob-token-0123456789"}
     async with panel(app_factory, backend, **settings) as (client, state):
@@ -153,6 +193,12 @@ async def test_a_pruned_receipt_is_scoped_like_the_trace(app_factory: Callable[.
     async with panel(app_factory, backend, **settings) as (client, _):  # a restart: the marks stay
         again = await client.get(f"/v1/trust/verify/{alices}", headers=alice)
         assert again.status_code == 200 and again.json()["reason"] == "pruned"
+        assert again.json()["prune_signature"] == "verified"
+        assert (await get(client, "/v1/trust/ledger/verify"))["verified"]
+    (tmp_path / "trust-signing-key").unlink()  # a rotated key: the old notes are another key's
+    async with panel(app_factory, backend, **settings) as (client, _):
+        rotated = (await client.get(f"/v1/trust/verify/{alices}", headers=alice)).json()
+        assert rotated["reason"] == "pruned" and rotated["prune_signature"] == "other_key"
         assert (await get(client, "/v1/trust/ledger/verify"))["verified"]
     rows = await backend.fetch("SELECT version FROM schema_migrations WHERE component = 'trace_retention'")
     assert rows == [{"version": 1}]
@@ -166,6 +212,7 @@ async def test_the_archive_written_before_the_prune_verifies_offline(
         ids = await fill(client, state, 30)
         exported = (await client.get(f"/v1/trust/trace/{ids[7]}/export")).json()
         checkpoint = await checkpoint_of(client, 30)
+        key = (await get(client, "/v1/trust/public-key"))["verifier_key"]
         head = (await get(client, "/v1/trust/ledger"))["entries"][-1]["entry_hash"]
         job = job_of(state)
         job.clock = days_later(2)
@@ -176,6 +223,7 @@ async def test_the_archive_written_before_the_prune_verifies_offline(
     archive = json.loads(files[0].read_text())
     assert archive["format"] == "orchestrators.archive.v1" and archive["reason"] == "age"
     assert archive["checkpoint"]["note"] == checkpoint["note"] and archive["missing"] == []
+    assert "range 1 30" in open_signed_note(archive["prune_note"], key)
     # Each trace is the bundle the export route gave (the v1 receipt format), byte for byte in content.
     bundled = next(b for b in archive["traces"] if b["trace"]["id"] == ids[7])
     assert {k: v for k, v in bundled.items() if k != "exported_at"} == {
