@@ -23,7 +23,7 @@ from app.lifespan import AppState
 from app.settings import Settings
 from app.tracing.retention import RetentionJob
 from tests.api.test_receipt_log import FAST, checkpoint_of, fill, get, ledger_entries, open_signed_note, unb64
-from tests.api.test_receipts import CHAT, chat, panel, run_verifier, verify
+from tests.api.test_receipts import CHAT, HELLO, chat, panel, run_verifier, verify
 from tests.conftest import Backend, assert_envelope
 from tests.unit.test_merkle import Rfc, rfc_verify_consistency, rfc_verify_inclusion
 
@@ -315,22 +315,30 @@ async def test_requests_are_answered_while_a_large_prune_runs(
             trace.step("llm_provider", {"provider": "demo", "model": "demo", "latency_ms": 1, "usage": {"n": number}})
             trace.end()
         await state.tracer.flush()
+        boundary = time.time()
         pages_before = await _pages(backend)
         job = job_of(state)
-        job.clock = days_later(2)
+        job.clock = days_later(1, since=boundary)  # the chats sent during the prune are newer
         prune = asyncio.create_task(job.run_once())
-        answered, slowest = 0, 0.0
+        answered, slowest, chats = 0, 0.0, []
         while not prune.done():
             started = time.monotonic()
             health = await client.get("/health")
             slowest = max(slowest, time.monotonic() - started)
             assert health.status_code == 200
             answered += 1
+            if answered % 5 == 0:  # and the receipts writer commits beside the pruner
+                response = await client.post(CHAT, json=HELLO)
+                assert response.status_code == 200
+                chats.append(response.json()["request_id"])
             await asyncio.sleep(0.01)
         result = await prune
         assert result.traces == TRACES_PRUNED_UNDER_LOAD
         assert result.batches > 50  # small transactions, not one long one
         assert answered >= 10 and slowest < 2.0, (answered, slowest)
+        await state.tracer.flush()
+        assert chats and [(await verify(client, t))["reason"] for t in chats] == ["intact"] * len(chats)
+        assert (await get(client, "/v1/trust/ledger/verify"))["verified"]
         ledger = await get(client, "/v1/trust/ledger", **{"from": 1, "to": 10})
         assert len(ledger["entries"]) == 10
         if backend.name == "sqlite":  # the freed pages went back to the file system
