@@ -38,6 +38,8 @@ from app.routing.setup import Routing, check_tool_names, load_routing_config, op
 from app.settings import Settings, parse_principals
 from app.tools.service import Tools, open_tools, register_tool_policy
 from app.tracing.checkpoints import Checkpointer, SigningKeyError, load_or_create_signer
+from app.tracing.retention import PruneLog, RetentionJob, migrate_retention
+from app.tracing.retention import prepare as prepare_retention
 from app.tracing.store import TraceStore, TreeIncomplete
 from app.tracing.tracer import Tracer
 from app.tracing.trust import TrustService
@@ -66,6 +68,7 @@ class AppState:
     routing: Routing  # agents, the router, the review queue (issue 7)
     tools: Tools  # issue 6: registry, tool policy, approvals, sandbox, the guarded runner
     memory: MemoryService  # issue 5: the memory gate, recall, the caller's entries
+    retention: RetentionJob | None = None  # the receipts' retention job, when a policy is set
 
 
 def build_authenticator(settings: Settings) -> Authenticator:
@@ -179,13 +182,17 @@ async def open_receipts(
     metrics: Metrics,
     readiness: Readiness,
     stack: AsyncExitStack,
-) -> tuple[Tracer, TrustService | None]:
-    """The trace store, its writer (drained before the databases close) and the trust panel."""
+) -> tuple[Tracer, TrustService | None, RetentionJob | None]:
+    """The trace store, its writer (drained before the databases close), the trust panel and
+    the retention job (stopped before the writer)."""
     trace_store = None
+    retention_on = settings.trace_retention_days > 0 or settings.trace_retention_max_mb > 0
     if settings.trace_enabled:
         trace_db = await open_database(databases, settings.trace_db_path)
+        await prepare_retention(trace_db, retention_on=retention_on)
         trace_store = TraceStore(trace_db)
         await trace_store.migrate()
+        await migrate_retention(trace_db)
         await _build_receipt_tree(trace_store)
         readiness.add("trace_database", database_check(trace_db))
     tracer = Tracer(
@@ -206,7 +213,7 @@ async def open_receipts(
 
     stack.push_async_callback(drain_then_sign)
     if trace_store is None:
-        return tracer, None
+        return tracer, None, None
     readiness.add("receipt_writer", tracer.readiness_check)
     try:
         signer = load_or_create_signer(settings.trust_signing_key_path)
@@ -228,8 +235,23 @@ async def open_receipts(
         max_value_chars=settings.trust_panel_max_value_chars,
         debug=settings.trust_panel_debug,
         checkpointer=checkpointer,
+        pruned=PruneLog(trace_store.db, verifier=signer.verifier),
     )
-    return tracer, trust
+    retention = None
+    if retention_on:
+        retention = RetentionJob(
+            trace_store.db,
+            days=settings.trace_retention_days,
+            max_mb=settings.trace_retention_max_mb,
+            interval=settings.trace_retention_interval_sec,
+            archive_dir=settings.trace_archive_dir,
+            metrics=metrics,
+            signer=signer,
+            origin=checkpointer.origin,
+        )
+        await retention.start()
+        stack.push_async_callback(retention.stop)  # runs before the writer drains
+    return tracer, trust, retention
 
 
 async def open_memory(
@@ -289,7 +311,7 @@ def lifespan_for(
             register_tool_policy(policies, settings)
             policies.freeze()
 
-            tracer, trust = await open_receipts(
+            tracer, trust, retention = await open_receipts(
                 settings, databases=databases, policies=policies, metrics=metrics, readiness=readiness, stack=stack
             )
 
@@ -349,6 +371,7 @@ def lifespan_for(
                 routing=routing,
                 tools=tools,
                 memory=memory,
+                retention=retention,
             )
             log.info(
                 "service ready",

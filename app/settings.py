@@ -192,6 +192,14 @@ class Settings(BaseSettings):
     trust_log_origin: str = Field("", max_length=200)
     trust_checkpoint_interval_sec: float = Field(5.0, ge=0.1, le=86_400)
     trust_witness_path: Path | None = None
+    # Retention (docs/receipts.md, "Retention"): traces finished longer ago than this many days
+    # (fractions allowed), or the oldest beyond this many MB of retained receipts, lose their
+    # steps; their ledger entries, tree and checkpoints stay. 0: off. The pruner runs every
+    # interval and writes what it deletes to the archive directory first when one is set.
+    trace_retention_days: float = Field(0.0, ge=0, le=36_500)
+    trace_retention_max_mb: float = Field(0.0, ge=0)
+    trace_retention_interval_sec: float = Field(300.0, ge=0.1, le=86_400)
+    trace_archive_dir: Path | None = None
     # Redact emails and phone numbers (not only credentials) in receipts and memories.
     memory_scrub_redact_pii: Switch = True
 
@@ -303,13 +311,15 @@ class Settings(BaseSettings):
     def _split_csv(cls, value: Any) -> Any:
         return _csv(value)
 
-    @field_validator("dev_token_path", "trace_db_path", "trust_signing_key_path", "trust_witness_path")
+    @field_validator(
+        "dev_token_path", "trace_db_path", "trust_signing_key_path", "trust_witness_path", "trace_archive_dir"
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # Relative paths resolve against the working directory, once, at startup.
         return value if value is None or value.is_absolute() else Path.cwd() / value
 
-    @field_validator("trust_witness_path", mode="before")
+    @field_validator("trust_witness_path", "trace_archive_dir", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -5,7 +5,11 @@ A trace bundle (``GET /v1/trust/trace/{id}/export``) is checked step by step: ev
 recomputed from its stored canonical text and must link to the previous one; the recorded head
 and step count, the trace's ledger entry, and the ``metadata`` shown (its hashed request step's
 payload) must agree with the chain. A ledger bundle (``GET /v1/trust/ledger?from=&to=``) is
-checked link by link; one with no entries verifies nothing and is not verified.
+checked link by link; one with no entries verifies nothing and is not verified. An archive the
+retention job wrote before pruning (``orchestrators.archive.v1``, in ``ORCH_TRACE_ARCHIVE_DIR``)
+is its ledger range checked as a ledger bundle, then every trace bundle in it as above and
+against that range's entry for it; a trace of the range that is neither in it nor listed as
+already lost when it was archived makes it not verified, and so does one listed as lost.
 
 ``--expected-head HASH`` also compares the head (a trace's last step hash, or a ledger range's
 last entry hash) with one you saved earlier: that is what catches a rewrite by someone who
@@ -28,6 +32,42 @@ from app.tracing.chain import GENESIS, Verdict, verify_ledger, verify_trace
 
 TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
+ARCHIVE = "orchestrators.archive.v1"
+
+
+def _archive_verdict(bundle: dict) -> tuple[Verdict, str]:
+    """A retention archive: its ledger range, then each trace bundle against its entry there."""
+    ledger = bundle["ledger"]
+    verdict, _ = check(ledger, None)
+    entries = {entry["trace_id"]: entry for entry in ledger["entries"]}
+    traces, missing = bundle["traces"], bundle.get("missing") or []
+    label = f"archive of ledger entries {bundle.get('first_seq')}..{bundle.get('last_seq')} ({len(traces)} traces)"
+    if not verdict.ok:
+        return verdict, label
+    if (ledger.get("first_seq"), ledger.get("last_seq")) != (bundle.get("first_seq"), bundle.get("last_seq")):
+        return Verdict(False, "archive_mismatch", None, 0, None, "the archive's range differs from its ledger's"), label
+    seen = set()
+    for trace_bundle in traces:
+        if not isinstance(trace_bundle, dict) or trace_bundle.get("format") != TRACE_BUNDLE:
+            raise ValueError("an archive's traces are trace bundles")
+        trace_id = trace_bundle["trace"]["id"]
+        trace_verdict, _ = check(trace_bundle, None)
+        if trace_verdict.ok and trace_bundle.get("ledger_entry") != entries.get(trace_id):
+            trace_verdict = Verdict(
+                False, "ledger_mismatch", None, 0, None, "its ledger entry differs from the archive's range"
+            )
+        if not trace_verdict.ok:
+            where = f" at {trace_verdict.broken_at}" if trace_verdict.broken_at is not None else ""
+            detail = f"trace {trace_id}: {trace_verdict.reason}{where}: {trace_verdict.detail}"
+            return Verdict(False, trace_verdict.reason, None, 0, trace_verdict.broken_at, detail), label
+        seen.add(trace_id)
+    lost = {item["trace_id"]: item.get("state") for item in missing}
+    for trace_id in entries:
+        if trace_id in seen:
+            continue
+        what = f"was {lost[trace_id]} when archived" if trace_id in lost else "is not in the archive"
+        return Verdict(False, "trace_missing", None, 0, None, f"trace {trace_id} of the range {what}"), label
+    return Verdict(True, "intact", verdict.head_hash, len(entries)), label
 
 
 def _metadata_verdict(steps: list, metadata: object, verdict: Verdict) -> Verdict:
@@ -56,6 +96,8 @@ def check(bundle: object, expected_head: str | None) -> tuple[Verdict, str]:
         if verdict.ok:
             verdict = _metadata_verdict(bundle["steps"], trace.get("metadata"), verdict)
         label = f"trace {trace['id']} ({len(bundle['steps'])} steps)"
+    elif kind == ARCHIVE:
+        verdict, label = _archive_verdict(bundle)
     elif kind == LEDGER_BUNDLE:
         entries = bundle["entries"]
         start = GENESIS if bundle.get("first_seq") == 1 else None

@@ -22,6 +22,7 @@ from app.tracing.merkle import (
     inclusion_ranges,
     range_hash,
 )
+from app.tracing.retention import PruneLog, pruned_verdict
 from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
 from app.tracing.tracer import Tracer
 
@@ -80,6 +81,18 @@ def _verdict_fields(verdict: Verdict) -> dict[str, Any]:
     return {"broken_at": verdict.broken_at, "detail": verdict.detail}
 
 
+def _pruned_fields(trace: dict[str, Any] | None) -> dict[str, Any]:
+    """When the retention job pruned the trace: the date, and its batch's signed note with whether
+    it vouches for the mark (the verdict's reason says ``pruned``)."""
+    if trace is None or "pruned_at" not in trace:
+        return {}
+    return {
+        "pruned_at": trace["pruned_at"],
+        "prune_signature": trace["prune_signature"],
+        "prune_note": trace["prune_note"],
+    }
+
+
 class TrustService:
     def __init__(
         self,
@@ -91,8 +104,10 @@ class TrustService:
         max_value_chars: int,
         debug: bool,
         checkpointer: Checkpointer | None = None,
+        pruned: PruneLog | None = None,
     ) -> None:
         self.checkpointer = checkpointer
+        self.pruned = pruned
         self.store = store
         self.tracer = tracer
         self.policies = policies
@@ -144,6 +159,9 @@ class TrustService:
         trace_id = check_trace_id(trace_id)
         await self.tracer.flush()
         trace = await self.store.trace(trace_id)
+        if trace is None and self.pruned is not None:
+            # What the retention job kept of a pruned trace (marked with its `pruned_at`).
+            trace = await self.pruned.as_trace(trace_id)
         if viewer is not None and (trace is None or trace["principal"] != viewer):
             raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         steps = await self.store.steps(trace_id)
@@ -155,6 +173,8 @@ class TrustService:
     def _verdict(
         self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
     ) -> Verdict:
+        if trace is not None and "pruned_at" in trace:
+            return pruned_verdict(trace, steps, entry)
         if trace is None:
             if entry is not None:
                 return Verdict(
@@ -187,6 +207,7 @@ class TrustService:
             "ledger_seq": entry["seq"] if entry else None,
             "verified": verdict.ok,
             "reason": verdict.reason,
+            **_pruned_fields(trace),
         }
 
     async def verify(self, trace_id: str, expected_hash: str | None, *, viewer: str | None = None) -> dict[str, Any]:
@@ -200,6 +221,7 @@ class TrustService:
             "step_count": verdict.step_count,
             "ledger_seq": entry["seq"] if entry else None,
             **_verdict_fields(verdict),
+            **_pruned_fields(trace),
         }
         if verdict.ok and expected_hash is not None:
             matches = expected_hash.strip().lower() == verdict.head_hash
@@ -208,6 +230,13 @@ class TrustService:
 
     async def export(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
         trace, steps, entry = await self._load(trace_id, viewer)
+        if trace is not None and "pruned_at" in trace:
+            raise NotFound(
+                f"The steps of trace '{trace_id}' were deleted by the retention policy on {trace['pruned_at']};"
+                " its ledger entry remains (its inclusion proof: /v1/trust/proof/inclusion), and the archive"
+                " written before pruning, if one was kept, holds its bundle.",
+                code="trace_pruned",
+            )
         if trace is None:
             raise NotFound(
                 f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
@@ -302,7 +331,12 @@ class TrustService:
         if not verdict.ok:
             return result
         present = await self.store.traces_exist([e["trace_id"] for e in entries])
+        # Traces the retention job pruned while intact: their ledger entries stand for them.
+        pruned = await self.pruned.intact(first, last) if self.pruned is not None else set()
+        result["pruned"] = len(pruned)
         for entry in entries:
+            if entry["trace_id"] not in present and entry["trace_id"] in pruned:
+                continue
             if entry["trace_id"] not in present:
                 result.update(
                     verified=False,
