@@ -55,7 +55,7 @@ PLACEHOLDER_TOKENS = frozenset(
 _SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
 _SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
 # URL-valued flags: echoed in error messages with their password and query string withheld
-# (redis://:password@host, https://user:key@proxy/v1?api_key=...).
+# (redis://:<password>@host, https://<user>:<key>@proxy/v1?api_key=...).
 URL_FIELDS = frozenset(
     {
         "rate_limit_storage_url",

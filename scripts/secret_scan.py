@@ -1,6 +1,13 @@
 """Does a tracked file hold a credential? Every tracked text file is read line by line through the
-service's own detector (`app.scrub.find_secret`, the scrubber that guards memory, receipts and
+service's own detector (`app.scrub.find_secrets`, the scrubber that guards memory, receipts and
 logs), so the scan and the service agree on what a secret looks like.
+
+The scan reports the kinds that are a credential wherever they stand: the token shapes (AWS,
+GitHub, GitLab, Slack, Stripe, Google, OpenAI/Anthropic, Hugging Face, npm, PyPI), private keys,
+JWTs, HTTP Basic credentials and URLs with a password. The kinds the scrubber judges by context
+(a value assigned to a key named like a credential, "my password is ...", a bearer value, a
+high-entropy run near a key word) are left to the service: source code is full of `token = ...`
+assignments and prose about bearer tokens, which are not secrets.
 
     python scripts/secret_scan.py [REPO]        (scripts/secret_scan.sh runs it in the venv)
 
@@ -18,6 +25,7 @@ import sys
 from pathlib import Path
 
 MAX_FILE_BYTES = 1 << 20  # larger tracked files are data, not configuration: skipped and listed
+CONTEXT_KINDS = frozenset({"credential_assignment", "credential_phrase", "bearer", "high_entropy"})
 ALLOW_FILE = ".secret-scan-allow"
 
 
@@ -43,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]  # the checkout whose detector is use
 
 def scan(repo: Path) -> tuple[list[str], list[str]]:
     sys.path.insert(0, str(ROOT))
-    from app.scrub import find_secret
+    from app.scrub import find_secrets
 
     allow = allowed_globs(repo)
     findings, skipped = [], []
@@ -61,9 +69,9 @@ def scan(repo: Path) -> tuple[list[str], list[str]]:
         except UnicodeDecodeError:
             continue  # binary
         for number, line in enumerate(text.splitlines(), start=1):
-            kind = find_secret(line)
-            if kind is not None:
-                findings.append(f"{path}:{number}: {kind}")
+            kinds = sorted({found.kind for found in find_secrets(line)} - CONTEXT_KINDS)
+            if kinds:
+                findings.append(f"{path}:{number}: {', '.join(kinds)}")
     return findings, skipped
 
 
