@@ -146,7 +146,8 @@ class MiniLM:
         self.eps = float(config["layer_norm_eps"])
         self.head_dim = self.hidden // self.heads
         weights: dict[str, Array] = {
-            key: value.astype(np.float32) for key, value in load_file(str(path / "model.safetensors")).items()
+            key: np.asarray(value, dtype=np.float32)  # no copy: the file stores float32
+            for key, value in load_file(str(path / "model.safetensors")).items()
         }
         self.word = weights["embeddings.word_embeddings.weight"]
         self.position = weights["embeddings.position_embeddings.weight"]
