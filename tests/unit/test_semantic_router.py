@@ -231,3 +231,70 @@ def test_the_semantic_tier_needs_advanced_mode_or_the_shadow() -> None:
         semantic_router_enabled=True,
         orchestrator_mode="advanced",
     ).semantic_router_min_similarity == pytest.approx(0.5)
+
+
+async def test_with_the_intent_router_the_cache_comes_first_and_the_classifier_last(tmp_path: Path) -> None:
+    from app.db.connection import SqliteDatabase
+    from app.routing.classifier import ProviderClassifier
+    from app.routing.intent import signature
+    from app.routing.store import IntentCacheStore
+    from tests.unit.test_intent_router import ScriptedProvider
+
+    db = await SqliteDatabase(tmp_path / "cache.db").open()
+    try:
+        cache = IntentCacheStore(db, ttl_seconds=600)
+        await cache.migrate()
+        embedder = CountingEmbedder()
+        provider = ScriptedProvider('{"route": "provider", "confidence": 0.9}')
+        full = IntentRouter(
+            RuleRouter(SHIPPED, min_gap=0.05),
+            Guard(min_confidence=0.85, min_gap=0.05),
+            policy_hash="h",
+            cache=cache,
+            classifier=ProviderClassifier(provider, model="m", labels=SHIPPED.labels()),  # type: ignore[arg-type]
+            semantic=await semantic(embedder),
+        )
+        loaded = len(embedder.calls)
+        # a confident semantic proposal decides: no model call
+        offered = await full.decide(RoutedRequest("I need a brief overview of the following report"))
+        assert offered.tier == SEMANTIC and offered.label == "tool:summarize_text" and provider.requests == []
+        assert not offered.cacheable  # recomputing it costs one embedding, no model call
+        # nothing near enough: the classifier is asked, and the scores go with its decision
+        asked = await full.decide(RoutedRequest("Write a poem about the sea"))
+        assert asked.tier == 2 and len(provider.requests) == 1
+        assert asked.evidence[SEMANTIC]["proposed"] is None and asked.evidence[SEMANTIC]["candidates"]
+        # a remembered decision (a human's resolution) comes before the embedding
+        await cache.put("h", signature("summarize this text and count its words"), {"route": "tool:text_stats",
+                        "confidence": 1.0, "source": "review"})  # fmt: skip
+        calls = len(embedder.calls)
+        resolved = await full.decide(RoutedRequest("summarize this text and count its words"))
+        assert resolved.tier == 1 and resolved.label == "tool:text_stats" and len(embedder.calls) == calls
+        assert calls == loaded + 2
+    finally:
+        await db.close()
+
+
+def test_a_message_is_embedded_by_its_first_and_last_sentence() -> None:
+    from app.routing.semantic import SEGMENT_CHARS, segments
+
+    assert segments("Please summarize the text I am sending you") == ["Please summarize the text I am sending you"]
+    assert segments("  What is 2+2?  ") == ["What is 2+2?"]  # a final full stop is no boundary
+    assert segments("Can you summarize the following?\nOne. Two. Three.") == [
+        "Can you summarize the following?",
+        "Three.",
+    ]
+    assert segments("Count the words: a b c") == ["Count the words:", "a b c"]
+    assert segments("Version 3.11.7 is installed") == ["Version 3.11.7 is installed"]  # no space after the dot
+    long = "Summarize this report. " + "x" * 20_000
+    parts = segments(long)
+    assert parts[0] == "Summarize this report." and all(len(part) <= SEGMENT_CHARS for part in parts)
+    assert segments("   ") == [] and segments("\n\n") == []
+
+
+async def test_a_request_carrying_a_long_text_costs_two_short_embeddings() -> None:
+    embedder = CountingEmbedder()
+    tier = await semantic(embedder)
+    report = "Please give me a short summary of this report. " + "The quarterly numbers went up again. " * 200
+    result = await tier.score(report)
+    assert embedder.calls[-1] == 2 and result.segments == 2
+    assert result.proposed == "summarize_text" and result.top is not None and result.top[1] > 0.7
