@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from app.lifespan import StartupError
 from tests.api.test_routing_tools import CHAT, ask, chat, write_policy
+from tests.api.tools_support import APPROVER, APPROVER_HEADERS
 from tests.conftest import running
 
 SUMMARY = "Can you sum up this paragraph in a couple of lines?"
@@ -67,3 +68,31 @@ async def test_without_the_model_installed_startup_stops_with_the_install_comman
     with pytest.raises(StartupError, match=r"ORCH_SEMANTIC_ROUTER_ENABLED=1: .*make embed-model"):
         async with running(app):
             pass
+
+
+async def test_a_close_call_goes_to_review_and_a_resolution_is_remembered(
+    app_factory: Callable[..., FastAPI],
+) -> None:
+    close_call = "summarize this text and count its words"
+    app = app_factory(
+        orchestrator_mode="advanced",
+        semantic_router_enabled=True,
+        intent_router_enabled=True,
+        approver_token=APPROVER,
+    )
+    async with running(app) as client:
+        held = await chat(client, close_call)
+        route = held["route_decision"]
+        assert route["reason"] == "hitl_ambiguous" and route["tier"] == "semantic" and route["tool"] is None
+        assert route["proposed"] == "tool:summarize_text" and route["action"] == "review"
+        answer = held["choices"][0]["message"]["content"]
+        assert "Human review required: two routes are too close" in answer and route["review_id"] in answer
+        item = (await client.get(f"/v1/review/{route['review_id']}", headers=APPROVER_HEADERS)).json()
+        assert item["proposal"]["tier"] == "semantic" and item["proposal"]["runner_up"] == "tool:text_stats"
+        resolved = await client.post(
+            f"/v1/review/{route['review_id']}/resolve", json={"route": "tool:text_stats"}, headers=APPROVER_HEADERS
+        )
+        assert resolved.status_code == 200, resolved.text
+        again = (await chat(client, close_call))["route_decision"]
+    # the human's answer (tier 1) comes before the embedding
+    assert again["tier"] == 1 and again["tool"] == "text_stats" and again["action"] == "offered"
