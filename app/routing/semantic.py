@@ -44,8 +44,9 @@ def segments(text: str) -> list[str]:
     summarize_text against 0.65 for the first line alone, measured) and costs the model's whole
     256-token window (about 130 ms here instead of 10)."""
     text = text[:MAX_SCANNED_CHARS].strip()
+    # The text is stripped, so every boundary found has something after it (a mark needs a space
+    # after it, a line break is never last).
     ends = [match.end() for match in _BOUNDARY.finditer(text)]
-    ends = [end for end in ends if text[end:].strip()]  # a boundary with text after it
     if not ends:
         return [text[:SEGMENT_CHARS]] if text else []
     head = text[: ends[0]].strip()[:SEGMENT_CHARS]

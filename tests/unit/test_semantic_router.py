@@ -289,6 +289,10 @@ def test_a_message_is_embedded_by_its_first_and_last_sentence() -> None:
     parts = segments(long)
     assert parts[0] == "Summarize this report." and all(len(part) <= SEGMENT_CHARS for part in parts)
     assert segments("   ") == [] and segments("\n\n") == []
+    # many boundaries: one scan, the first and the last kept
+    assert segments("a.\n" * 4000) == ["a."] and segments("\n" * 9000 + "x") == []
+    beyond = segments("Hi. " + "x. " * 3000 + "Count the words.")  # past the 8000 characters searched
+    assert beyond[0] == "Hi." and "Count" not in beyond[-1]
 
 
 async def test_a_request_carrying_a_long_text_costs_two_short_embeddings() -> None:
