@@ -3,8 +3,9 @@
 Each tool is described by its texts: ``"<name>: <description>"`` and the example utterances of the
 router policy (``semantic.tools.<name>.examples``). They are embedded once, when the policy is
 loaded (:meth:`SemanticRouter.load`, at startup: a failure stops the service instead of silently
-leaving a tool out); a message costs one embedding and a matrix product. A tool's score is its
-best text's cosine similarity to the message.
+leaving a tool out); a message costs one forward pass over one or two short segments of it
+(:func:`segments`) and a matrix product. A tool's score is its best text's cosine similarity to
+either segment.
 
 Only tools the tool policy could run are candidates: one it denies whatever the arguments is not
 embedded at all, so it can never be proposed. The nearest tool at or above the threshold is
