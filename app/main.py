@@ -155,6 +155,14 @@ def check_policy_files(settings: Settings) -> None:
         check_tool_names(load_routing_config(settings), build_registry(settings).names())
     except PolicyFileError as exc:
         raise ConfigError(f"invalid policy: {exc}") from None
+    if settings.semantic_router_enabled:
+        from app.embeddings.base import EmbeddingError
+        from app.embeddings.minilm import model_dir
+
+        try:
+            model_dir()
+        except EmbeddingError as exc:
+            raise ConfigError(f"ORCH_SEMANTIC_ROUTER_ENABLED=1: {exc}") from None
     if settings.tool_policy_path.exists():  # a missing tool policy denies every tool (docs/tools.md)
         try:
             read_tool_policy(settings)

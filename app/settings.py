@@ -248,6 +248,12 @@ class Settings(BaseSettings):
     intent_classifier_model: str = ""  # empty: the default model
     intent_hitl_enabled: Switch = True
     intent_hitl_db_path: Path = Path("instance/hitl_queue.db")
+    # The semantic tier: a message no rule matched goes to the tool nearest in meaning (local
+    # embedding model all-MiniLM-L6-v2, installed with `make embed-model`). The floor and the gap
+    # are cosine similarities of that model, calibrated on the golden set (docs/routing.md).
+    semantic_router_enabled: Switch = False
+    semantic_router_min_similarity: float = Field(0.50, ge=0, le=1)
+    semantic_router_min_gap: float = Field(0.05, ge=0, le=1)
     # --- tools (issue 6): registry, tool policy, approvals, sandbox -------------------------
     # The approver's bearer: the only credential that may approve tool calls, and it may do
     # nothing else (separation of duties). Empty: approvals are refused.
@@ -429,6 +435,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "ORCH_INTENT_ROUTER_ENABLED=1 routes only with ORCH_ORCHESTRATOR_MODE=advanced "
                 "(or set ORCH_INTENT_ROUTER_SHADOW=1 to observe it beside the basic path)"
+            )
+        if self.semantic_router_enabled and self.orchestrator_mode != "advanced" and not self.intent_router_shadow:
+            raise ValueError(
+                "ORCH_SEMANTIC_ROUTER_ENABLED=1 routes only with ORCH_ORCHESTRATOR_MODE=advanced "
+                "(or with ORCH_INTENT_ROUTER_SHADOW=1 to observe it beside the basic path)"
             )
         return self
 

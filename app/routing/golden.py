@@ -7,15 +7,16 @@ for any policy, so a rule can be tried against the set before it ships.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.policy_files import PolicyFileError, describe, read_yaml_mapping
-from app.routing.intent import IntentRouter
+from app.routing.intent import SEMANTIC, IntentRouter
 from app.routing.policy import RoutedRequest, Target
 
 
@@ -27,6 +28,9 @@ class GoldenCase(BaseModel):
     args: dict[str, Any] | None = None  # expected tool arguments (tool routes)
     model: str | None = None  # the requested model
     metadata: dict[str, str] = Field(default_factory=dict)
+    # The tier the case tests: "rules" (commands and their look-alikes) or "semantic" (paraphrases
+    # of a tool's purpose, near-misses that must still go to the model, close calls for review).
+    tier: Literal["rules", "semantic"] = "rules"
     note: str = ""
 
     def expected(self) -> str:
@@ -52,6 +56,7 @@ class Outcome:
     case: GoldenCase
     got: str
     args: dict[str, Any]
+    score: float | None = None  # the semantic tier's best score, when it was consulted
 
     @property
     def route_ok(self) -> bool:
@@ -81,13 +86,37 @@ class Report:
     def confusion(self) -> Counter[tuple[str, str]]:
         return Counter((outcome.case.expected(), outcome.got) for outcome in self.outcomes)
 
+    def semantic_margins(self) -> tuple[float, float] | None:
+        """The semantic tier's calibration: the lowest best-score of a case that must reach a tool
+        and the highest of one that must go to the model (None without both kinds of cases)."""
+        tools = [o.score for o in self.outcomes if o.score is not None and o.case.expected().startswith("tool:")]
+        model = [o.score for o in self.outcomes if o.score is not None and o.case.expected() == "provider"]
+        return (min(tools), max(model)) if tools and model else None
+
+    def by_tier(self) -> dict[str, tuple[int, int]]:
+        """(correct, total) per tier the cases test."""
+        tiers: dict[str, tuple[int, int]] = {}
+        for outcome in self.outcomes:
+            correct, total = tiers.get(outcome.case.tier, (0, 0))
+            tiers[outcome.case.tier] = (correct + outcome.ok, total + 1)
+        return tiers
+
     def render(self) -> str:
         labels = sorted({label for pair in self.confusion() for label in pair})
         counts = self.confusion()
         width = max([len("expected \\ got"), *(len(label) for label in labels)])
         cell = max(5, *(len(label) for label in labels))
-        lines = [
-            f"Golden cases: {len(self.outcomes)}, correct: {self.correct}, accuracy: {self.accuracy:.1%}",
+        lines = [f"Golden cases: {len(self.outcomes)}, correct: {self.correct}, accuracy: {self.accuracy:.1%}"]
+        for tier, (correct, total) in sorted(self.by_tier().items()):
+            lines.append(f"  tier {tier}: {total} cases, correct: {correct}, accuracy: {correct / total:.1%}")
+        margins = self.semantic_margins()
+        if margins is not None:
+            lowest, highest = margins
+            lines.append(
+                f"  semantic scores: lowest of a case for a tool {lowest:.3f}, highest of a case for the model "
+                f"{highest:.3f} (the threshold belongs between them)"
+            )
+        lines += [
             "",
             "expected \\ got".ljust(width) + " " + " ".join(label.rjust(cell) for label in labels),
         ]
@@ -99,16 +128,27 @@ class Report:
             for outcome in self.failures:
                 wrong_args = outcome.route_ok and outcome.case.args is not None
                 detail = f"args {outcome.args} != {outcome.case.args}" if wrong_args else f"got {outcome.got}"
+                if outcome.score is not None:
+                    detail += f" (semantic score {outcome.score:.3f})"
                 lines.append(f"  {outcome.case.prompt!r}: expected {outcome.case.expected()}, {detail}")
         return "\n".join(lines)
 
 
 def evaluate(router: IntentRouter, cases: list[GoldenCase]) -> Report:
-    """Route every case through the deterministic tiers (the rules and the guard)."""
+    """Route every case through the tiers that need no database and no model call: the rules and
+    the guard, then (for the semantic cases) the semantic tier when the router has one."""
+    return asyncio.run(evaluate_async(router, cases))
+
+
+async def evaluate_async(router: IntentRouter, cases: list[GoldenCase]) -> Report:
     report = Report()
     for case in cases:
-        decision = router.decide_rules(
-            RoutedRequest(case.prompt, case.model, {k.lower(): v for k, v in case.metadata.items()})
-        )
-        report.outcomes.append(Outcome(case, decision.label, decision.params))
+        request = RoutedRequest(case.prompt, case.model, {k.lower(): v for k, v in case.metadata.items()})
+        # A rules case says what the rules (and the guard) do; a semantic case what the message
+        # becomes when the semantic tier follows them, as in the service.
+        decision = router.decide_rules(request) if case.tier == "rules" else await router.decide_local(request)
+        semantic = decision.evidence.get(SEMANTIC)
+        candidates = semantic.get("candidates") if semantic else None
+        score = float(candidates[0]["score"]) if candidates else None
+        report.outcomes.append(Outcome(case, decision.label, decision.params, score))
     return report

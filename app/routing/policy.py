@@ -113,11 +113,47 @@ class RuleSpec(_Strict):
     review: bool = False  # always ask a human before acting on this rule
 
 
+MAX_SEMANTIC_TOOLS = 500
+MAX_EXAMPLES = 50
+MAX_EXAMPLE_CHARS = 300
+
+
+class SemanticToolSpec(_Strict):
+    """How one tool is recognised by meaning: short phrasings of what a user asks it for."""
+
+    examples: list[str] = Field(min_length=1, max_length=MAX_EXAMPLES)
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: list[str]) -> list[str]:
+        for example in value:
+            if not example.strip():
+                raise ValueError("an example is empty")
+            if len(example) > MAX_EXAMPLE_CHARS:
+                raise ValueError(f"an example is longer than {MAX_EXAMPLE_CHARS} characters: {example[:40]!r}...")
+        return [example.strip() for example in value]
+
+
+class SemanticSpec(_Strict):
+    """The semantic tier's data (``ORCH_SEMANTIC_ROUTER_ENABLED=1``): example utterances per tool."""
+
+    tools: dict[str, SemanticToolSpec] = Field(default_factory=dict, max_length=MAX_SEMANTIC_TOOLS)
+
+    @field_validator("tools")
+    @classmethod
+    def _names(cls, value: dict[str, SemanticToolSpec]) -> dict[str, SemanticToolSpec]:
+        for name in value:
+            if not TOOL_NAME.match(name):
+                raise ValueError(f"{name!r} is not a tool name")
+        return value
+
+
 class PolicySpec(_Strict):
     version: Literal[1] = 1
     description: str = ""
     defaults: Defaults = Field(default_factory=Defaults)
     rules: list[RuleSpec] = Field(default_factory=list, max_length=MAX_RULES)
+    semantic: SemanticSpec = Field(default_factory=SemanticSpec)
 
 
 # --- the compiled form used per request ---------------------------------------------------------
@@ -276,6 +312,8 @@ class RouterPolicy:
     # Rules left out because they name an agent that is not loaded (only when compiled with
     # skip_missing_agents, i.e. the shipped policy): (rule id, agent name).
     skipped: tuple[tuple[str, str], ...] = ()
+    # The semantic tier's example utterances, by tool name.
+    examples: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def labels(self) -> dict[str, str]:
         """Every target the policy can route to (label -> a description), plus the provider."""
@@ -394,7 +432,13 @@ def compile_policy(
                 groups=frozenset(groups),
             )
         )
-    return RouterPolicy(path=path, description=spec.description, rules=rules, skipped=tuple(skipped))
+    return RouterPolicy(
+        path=path,
+        description=spec.description,
+        rules=rules,
+        skipped=tuple(skipped),
+        examples={name: tuple(tool.examples) for name, tool in spec.semantic.tools.items()},
+    )
 
 
 def parse_policy(

@@ -4,9 +4,11 @@ build the pipeline stages. Called from the lifespan (and, to fail before serving
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.agents.registry import FLAG as AGENT_FLAG
 from app.agents.registry import AgentRegistry, load_agents
@@ -27,9 +29,18 @@ from app.routing.rules import RuleRouter
 from app.routing.stage import RoutingStage
 from app.routing.store import IntentCacheStore, ReviewStore
 from app.settings import SHIPPED_ROUTER_POLICY, Settings
+from app.tools.policy import ToolPolicy
 from app.tools.types import ToolRunner
 
+if TYPE_CHECKING:  # numpy is imported only when the semantic tier is on
+    from app.embeddings.base import Embedder
+    from app.routing.semantic import SemanticRouter
+
 log = get_logger("routing")
+
+# The semantic tier's embedder: its name is in the policy snapshot, because the thresholds are
+# calibrated to it (a different model's cosines are on another scale).
+LOCAL_EMBEDDER = "all-MiniLM-L6-v2"
 
 OpenDatabase = Callable[[Path], Awaitable[Database]]
 
@@ -68,12 +79,62 @@ def check_tool_names(config: RoutingConfig, known: Collection[str]) -> None:
         missing = [tool for tool in agent.tools if tool not in available]
         if missing:
             raise PolicyFileError(f"{AGENT_FLAG}: {config.agents.source(agent)}: tools: no such tool {missing}")
+    where = f"{config.policy.path}: " if config.policy.path else ""
     for rule in config.policy.rules:
         if rule.target.kind == "tool" and rule.target.name not in available:
-            where = f"{config.policy.path}: " if config.policy.path else ""
             raise PolicyFileError(
                 f"{POLICY_FLAG}: {where}rule {rule.id!r}: there is no tool named {rule.target.name!r}"
             )
+    for name in config.policy.examples:
+        if name not in available:
+            raise PolicyFileError(f"{POLICY_FLAG}: {where}semantic.tools: there is no tool named {name!r}")
+
+
+def semantic_texts(
+    policy: RouterPolicy, catalog: Mapping[str, str], tool_policy: ToolPolicy | None
+) -> dict[str, list[str]]:
+    """Each candidate tool's texts for the semantic tier: ``"<name>: <description>"`` and the
+    policy's examples. A tool the tool policy denies whatever the arguments is no candidate."""
+    from app.routing.semantic import tool_text
+
+    texts: dict[str, list[str]] = {}
+    for name, description in catalog.items():
+        if tool_policy is not None and not tool_policy.may_offer(name):
+            continue
+        texts[name] = [tool_text(name, description), *policy.examples.get(name, ())]
+    return texts
+
+
+async def open_semantic(
+    settings: Settings,
+    policy: RouterPolicy,
+    catalog: Mapping[str, str],
+    tool_policy: ToolPolicy | None,
+    *,
+    embedder: Embedder | None = None,
+) -> SemanticRouter:
+    """Load the local embedding model (unless given one) and embed the tool texts (once per policy
+    load). A failure stops the service with the reason: the operator asked for this tier."""
+    from app.embeddings.base import EmbeddingError
+    from app.embeddings.minilm import MiniLM
+    from app.routing.semantic import SemanticRouter
+
+    try:
+        if embedder is None:
+            embedder = await asyncio.to_thread(MiniLM)
+        router = SemanticRouter(
+            embedder,
+            semantic_texts(policy, catalog, tool_policy),
+            min_similarity=settings.semantic_router_min_similarity,
+            min_gap=settings.semantic_router_min_gap,
+        )
+        await router.load()
+    except EmbeddingError as exc:
+        raise PolicyFileError(f"ORCH_SEMANTIC_ROUTER_ENABLED=1: {exc}") from None
+    left_out = sorted(set(catalog) - set(router.tools))
+    if left_out:
+        log.info("semantic router: tools the tool policy denies are no candidates", extra={"tools": left_out})
+    return router
 
 
 def register_policies(settings: Settings, policies: PolicySnapshot) -> None:
@@ -90,6 +151,10 @@ def register_policies(settings: Settings, policies: PolicySnapshot) -> None:
         classifier=settings.intent_classifier_enabled,
         classifier_model=settings.intent_classifier_model,
         classifier_prompt=PROMPT_VERSION,
+        semantic=settings.semantic_router_enabled,
+        semantic_embedder=LOCAL_EMBEDDER if settings.semantic_router_enabled else "",
+        semantic_min_similarity=settings.semantic_router_min_similarity,
+        semantic_min_gap=settings.semantic_router_min_gap,
     )
 
 
@@ -125,6 +190,8 @@ async def open_routing(
     default_model: str,
     policy_hash: str,
     tool_runner: ToolRunner | None,
+    tool_catalog: Mapping[str, str] | None = None,
+    tool_policy: ToolPolicy | None = None,
 ) -> Routing:
     routing = Routing(config.agents, config.policy, stages=[AgentStage(config.agents)])
     if not routing_active(settings):
@@ -159,12 +226,16 @@ async def open_routing(
             model_allowlist=frozenset(settings.llm_model_allowlist),
             redact_pii=settings.memory_scrub_redact_pii,
         )
+    semantic = None
+    if settings.semantic_router_enabled and tool_runner is not None:
+        semantic = await open_semantic(settings, config.policy, tool_catalog or {}, tool_policy)
     router = IntentRouter(
         RuleRouter(config.policy, min_gap=settings.intent_min_gap),
         Guard(min_confidence=settings.intent_min_confidence, min_gap=settings.intent_min_gap),
         policy_hash=policy_hash,
         cache=cache,
         classifier=classifier,
+        semantic=semantic,
     )
     stage = RoutingStage(
         router,
@@ -191,6 +262,7 @@ async def open_routing(
             "shadow": settings.intent_router_shadow,
             "cache": cache is not None,
             "classifier": classifier is not None,
+            "semantic": semantic.tools if semantic is not None else None,
             "review_queue": review is not None,
         },
     )

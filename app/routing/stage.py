@@ -2,7 +2,8 @@
 
 - a tool decided by a rule runs through the :class:`~app.tools.types.ToolRunner` (tool policy,
   approvals, sandbox) and its result is the answer;
-- a tool proposed by the cache or the classifier is offered to the model (it has no arguments);
+- a tool proposed by the cache, the semantic tier or the classifier is offered to the model (it
+  has no arguments);
 - a model sets the turn's model; an agent applies the agent; the provider changes nothing;
 - a decision the guard holds goes to the human-review queue and the answer says so.
 
@@ -23,7 +24,7 @@ from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.service import Turn
-from app.routing.intent import Decision, IntentRouter, signature
+from app.routing.intent import SEMANTIC, Decision, IntentRouter, signature
 from app.routing.policy import RoutedRequest
 from app.routing.review import ReviewService
 from app.routing.rules import MAX_ROUTED_CHARS
@@ -119,10 +120,10 @@ class RoutingStage:
         self.tool_runner = tool_runner
         self.decisions = metrics.counter(
             "orch_routing_decisions_total",
-            "Routing decisions acted on, by tier (0 rules, 1 cache, 2 classifier, none) and outcome.",
+            "Routing decisions acted on, by tier (0 rules, 1 cache, semantic, 2 classifier, none) and outcome.",
             ("tier", "outcome"),
         )
-        self._decision_counters: dict[tuple[int | None, str], Any] = {}
+        self._decision_counters: dict[tuple[int | str | None, str], Any] = {}
         self.shadow_total = metrics.counter("orch_router_shadow_total", "Shadow comparisons of the intent router.")
         self.shadow_agree = metrics.counter(
             "orch_router_shadow_agreement_total", "Shadow comparisons where the intent router agreed."
@@ -149,10 +150,17 @@ class RoutingStage:
             decision = await self.router.decide(request)
             self._record_intent(turn, decision)
         else:
-            decision = self.router.decide_rules(request)
+            decision = await self.router.decide_local(request)
             if self.expose or turn.ctx.debug:
                 turn.decisions.extra["intent_decision"] = decision.as_dict(self.router.policy_hash)
+        self._record_semantic(turn, decision)
         await self._act(turn, decision, request)
+
+    @staticmethod
+    def _record_semantic(turn: Turn, decision: Decision, **extra: Any) -> None:
+        scores = decision.evidence.get(SEMANTIC)
+        if scores is not None:  # the candidates and their scores, best first (tool names, never the message)
+            turn.trace.step("semantic_router", {**scores, "decided": decision.tier == SEMANTIC, **extra})
 
     def _record_intent(self, turn: Turn, decision: Decision, **extra: Any) -> None:
         details = decision.as_dict(self.router.policy_hash)
@@ -164,8 +172,10 @@ class RoutingStage:
 
     async def _shadow(self, turn: Turn, request: RoutedRequest) -> Decision | None:
         """The path in use decides; the intent router is run and compared, never acted on."""
-        in_use = self.router.decide_rules(request) if self.advanced else None
+        in_use = await self.router.decide_local(request) if self.advanced else None
         observed = await self.router.decide(request)
+        if in_use is None or SEMANTIC not in in_use.evidence:
+            self._record_semantic(turn, observed, shadow=True)
         agree = observed.label == (in_use.label if in_use is not None else "provider")
         self.shadow_total.inc()
         (self.shadow_agree if agree else self.shadow_mismatch).inc()

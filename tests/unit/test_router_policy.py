@@ -186,7 +186,7 @@ def test_tool_names_can_be_checked_against_the_tool_registry() -> None:
     from app.routing.setup import RoutingConfig, check_tool_names
 
     config = RoutingConfig(AGENTS, load_router_policy(SHIPPED_ROUTER_POLICY, agents=AGENTS))
-    check_tool_names(config, ["safe_calc", "echo", "summarize_text", "python_exec"])
+    check_tool_names(config, ["safe_calc", "echo", "summarize_text", "text_stats", "python_exec"])
     holly = re.escape(f"ORCH_AGENT_DIR: {SHIPPED_AGENT_DIR / 'holly.yaml'}: tools: no such tool ['safe_calc']")
     with pytest.raises(PolicyFileError, match=holly):
         check_tool_names(config, ["echo", "summarize_text"])
