@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.tracing.chain import GENESIS, Verdict, verify_ledger, verify_trace
+from app.tracing.chain import GENESIS, UNRECORDED, Verdict, verify_ledger, verify_trace
 
 TRACE_BUNDLE = "orchestrators.receipt.v1"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
@@ -52,6 +52,9 @@ def check(bundle: object, expected_head: str | None) -> tuple[Verdict, str]:
             finished=trace.get("finished_at") is not None,
             recorded_count=trace.get("step_count"),
             recorded_head=trace.get("head_hash"),
+            # Bundles from versions before these fields were exported lack them: nothing to compare.
+            recorded_principal=trace.get("principal", UNRECORDED),
+            recorded_finish=trace.get("finished_at"),
         )
         if verdict.ok:
             verdict = _metadata_verdict(bundle["steps"], trace.get("metadata"), verdict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -12,8 +13,9 @@ import orjson
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.scrub import cap_text
-from app.tracing.chain import GENESIS, Verdict, ledger_canonical, verify_ledger, verify_trace
+from app.tracing.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
 from app.tracing.checkpoints import Checkpointer, checkpoint_view
+from app.tracing.logcheck import LogProblem, check_log, witness_tail
 from app.tracing.merkle import (
     Node,
     Range,
@@ -22,6 +24,7 @@ from app.tracing.merkle import (
     inclusion_ranges,
     range_hash,
 )
+from app.tracing.notes import NoteError, Verifier, parse_verifier_key
 from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
 from app.tracing.tracer import Tracer
 
@@ -30,6 +33,7 @@ LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
 MAX_CHECKPOINTS = 1000  # checkpoints per listing
 RECENT_TRACES_CHECKED = 1000  # ledger verify: the newest traces whose ledger entries must exist
+TRACES_PER_READ = 500  # ledger verify reads the traces it lists, and their steps, this many at a time
 
 
 def check_trace_id(trace_id: str) -> str:
@@ -133,7 +137,14 @@ class TrustService:
             trace_id=check_trace_id(trace_id) if trace_id else None,
             principal=viewer,
         )
-        events = [self._event(row, debug=debug) for row in rows[:bounded]]
+        shown = rows[:bounded]
+        if viewer is not None and shown:
+            # The SQL filter trusts the unhashed principal column: keep only the steps of traces
+            # whose hashed request step names the viewer too.
+            requests = await self.store.request_steps(sorted({row["trace_id"] for row in shown}))
+            mine = {tid for tid, steps in requests.items() if request_principal(steps) == (True, viewer)}
+            shown = [row for row in shown if row["trace_id"] in mine]
+        events = [self._event(row, debug=debug) for row in shown]
         return {"events": events, "count": len(events), "limit": bounded, "truncated": len(rows) > bounded}
 
     async def _load(
@@ -147,6 +158,10 @@ class TrustService:
         if viewer is not None and (trace is None or trace["principal"] != viewer):
             raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         steps = await self.store.steps(trace_id)
+        if viewer is not None and request_principal(steps) != (True, viewer):
+            # The principal column decides access, and it is not hashed: it must agree with the one
+            # the hashed request step records (a trace without one is nobody's but the owner's).
+            raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         entry = await self.store.ledger_entry(trace_id)
         if trace is None and not steps and entry is None:
             raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
@@ -168,12 +183,37 @@ class TrustService:
             finished=trace.get("finished_at") is not None,
             recorded_count=trace.get("step_count"),
             recorded_head=trace.get("head_hash"),
+            recorded_principal=trace.get("principal"),
+            recorded_finish=trace.get("finished_at"),
+            recorded_ledger_seq=trace.get("ledger_seq"),
         )
+
+    async def _checked(
+        self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
+    ) -> Verdict:
+        """The trace's verdict; one that looks unfinished is held to the signed log too: its finish
+        and ledger entry may have been erased with the log's newest entries, which only a
+        checkpoint signed before can show."""
+        verdict = self._verdict(trace_id, trace, steps, entry)
+        if verdict.ok and entry is None:
+            latest = await self.store.latest_checkpoint()
+            size = await self.store.tree_size()
+            if latest is not None and int(latest["tree_size"]) > size:
+                return Verdict(
+                    False,
+                    "log_truncated",
+                    verdict.head_hash,
+                    verdict.step_count,
+                    None,
+                    f"the trace looks unfinished, but the log holds {size} entries where a signed checkpoint "
+                    f"holds {int(latest['tree_size'])}: its finish may have been erased",
+                )
+        return verdict
 
     async def report(self, trace_id: str, *, viewer: str | None = None, debug: bool = False) -> dict[str, Any]:
         trace, steps, entry = await self._load(trace_id, viewer)
         shown = steps[-self.max_events :]
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         metadata = _metadata(trace, steps) if trace else None
         return {
             "trace_id": check_trace_id(trace_id),
@@ -191,7 +231,7 @@ class TrustService:
 
     async def verify(self, trace_id: str, expected_hash: str | None, *, viewer: str | None = None) -> dict[str, Any]:
         trace, steps, entry = await self._load(trace_id, viewer)
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         result: dict[str, Any] = {
             "trace_id": check_trace_id(trace_id),
             "verified": verdict.ok,
@@ -217,6 +257,7 @@ class TrustService:
             "exported_at": datetime.now(UTC).isoformat(),
             "trace": {
                 "id": trace["id"],
+                "principal": trace.get("principal"),
                 "created_at": trace["created_at"],
                 "finished_at": trace.get("finished_at"),
                 "step_count": trace.get("step_count"),
@@ -263,12 +304,16 @@ class TrustService:
         }
 
     async def verify_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
-        """The ledger's links and hashes, that its newest entries are all there, and that every
-        trace it lists still exists with that head."""
+        """The ledger's links and hashes, that its newest entries are all there, that every trace
+        it lists verifies (its chain, the columns recorded beside it, its principal, its ledger
+        entry), and that the log holds the roots its latest checkpoint and the witness file's
+        signed."""
         await self.tracer.flush()
         # Read before the head: a batch committed in between adds its traces and their entries at
         # once, so a trace can record an entry past the head read after it only if that entry was
-        # deleted.
+        # deleted. Checkpoints likewise: one signed in between is no larger than the head.
+        latest = await self.store.latest_checkpoint()
+        witnessed = await asyncio.to_thread(witness_tail, self.checkpointer.witness_path if self.checkpointer else None)
         recorded = await self.store.newest_recorded_ledger_seq(RECENT_TRACES_CHECKED)
         top, top_hash = await self._ledger_top()
         if recorded is not None and recorded > top and (last is None or last > top):
@@ -282,6 +327,18 @@ class TrustService:
                 "head_hash": top_hash,
                 "broken_at": top + 1,
                 "detail": f"a trace records ledger entry {recorded} but the ledger ends at {top}: entries were deleted",
+            }
+        if latest is not None and int(latest["tree_size"]) > top and (last is None or last > top):
+            return {
+                "verified": False,
+                "reason": "log_truncated",
+                "first_seq": first or 1,
+                "last_seq": top,
+                "entries": 0,
+                "head_hash": top_hash,
+                "broken_at": top + 1,
+                "detail": f"a signed checkpoint holds {int(latest['tree_size'])} entries but the log ends at {top}: "
+                "entries were deleted or the database was rolled back",
             }
         first, last = self._ledger_bounds(first, last, top)
         entries = await self.store.ledger_range(first, last)
@@ -301,33 +358,84 @@ class TrustService:
         }
         if not verdict.ok:
             return result
-        present = await self.store.traces_exist([e["trace_id"] for e in entries])
-        for entry in entries:
-            if entry["trace_id"] not in present:
-                result.update(
-                    verified=False,
-                    reason="trace_deleted",
-                    broken_at=entry["seq"],
-                    detail=f"trace {entry['trace_id']} is listed in the ledger but gone",
-                )
-                return result
-            trace = await self.store.trace(entry["trace_id"])
-            if trace is not None and trace.get("head_hash") is None:
-                # Versions before 6ad447e did not record the finish of a stream whose start and end
-                # shared a batch (its ledger entry was written): such a trace's chain itself must
-                # end at the head the ledger recorded, as GET /v1/trust/verify checks it.
-                steps = await self.store.steps(entry["trace_id"])
-                if self._verdict(entry["trace_id"], trace, steps, entry).ok:
-                    continue
-            if trace is None or trace.get("head_hash") != entry["head_hash"]:
-                result.update(
-                    verified=False,
-                    reason="ledger_mismatch",
-                    broken_at=entry["seq"],
-                    detail=f"trace {entry['trace_id']} no longer has the head the ledger recorded",
-                )
-                return result
+        problem = await self._traces_listed(entries)
+        result["traces_checked"] = len(entries)
+        if problem is not None:
+            result.update(verified=False, **problem)
+            return result
+        log_problem, checked = await self._log_checked(entries, first, top, latest, witnessed)
+        result["checkpoints_checked"] = checked
+        if log_problem is not None:
+            result.update(
+                verified=False, reason=log_problem.reason, broken_at=log_problem.broken_at, detail=log_problem.detail
+            )
         return result
+
+    async def _traces_listed(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Every trace the entries list, verified as GET /v1/trust/verify does (chain, recorded
+        columns, principal, ledger entry), read a few hundred traces at a time."""
+        for start in range(0, len(entries), TRACES_PER_READ):
+            chunk = entries[start : start + TRACES_PER_READ]
+            ids = [entry["trace_id"] for entry in chunk]
+            traces = await self.store.traces_by_id(ids)
+            steps = await self.store.steps_by_trace(ids)
+            for entry in chunk:
+                trace_id = entry["trace_id"]
+                trace = traces.get(trace_id)
+                if trace is None:
+                    return {
+                        "reason": "trace_deleted",
+                        "broken_at": entry["seq"],
+                        "detail": f"trace {trace_id} is listed in the ledger but gone",
+                    }
+                verdict = self._verdict(trace_id, trace, steps.get(trace_id, []), entry)
+                if not verdict.ok:
+                    return {
+                        "reason": verdict.reason,
+                        "broken_at": entry["seq"],
+                        "detail": f"trace {trace_id}: {verdict.detail}",
+                    }
+            await asyncio.sleep(0)  # let requests run between reads
+        return None
+
+    async def _verifiers(self) -> list[Verifier]:
+        """The keys whose checkpoints count: the service's own, then the keys recorded as having
+        signed here before (a rotation). The recorded list is read from the database, so a
+        verifier that must not trust it pins its key (scripts/verify_receipts.py --key)."""
+        if self.checkpointer is None:
+            return []
+        verifiers = [self.checkpointer.signer.verifier]
+        for row in await self.store.keys():
+            try:
+                key = parse_verifier_key(row["verifier_key"])
+            except NoteError:
+                continue
+            if key != verifiers[0]:
+                verifiers.append(key)
+        return verifiers
+
+    async def _log_checked(
+        self,
+        entries: list[dict[str, Any]],
+        first: int,
+        top: int,
+        latest: dict[str, Any] | None,
+        witnessed: list[dict[str, Any]],
+    ) -> tuple[LogProblem | None, list[dict[str, Any]]]:
+        verifiers = await self._verifiers()
+        if not verifiers:
+            return None, []
+        leaves = {int(entry["seq"]) - 1: entry_leaf(entry) for entry in entries}
+        return await check_log(
+            self.store,
+            verifiers,
+            latest=latest,
+            witnessed=witnessed,
+            tree_size=top,
+            leaves=leaves,
+            low=first - 1,
+            high=first - 1 + len(entries),
+        )
 
     async def _hashes(self, ranges: list[Range]) -> list[bytes]:
         """The hashes of the subtrees a proof names (and of the root): one read of their parts."""
@@ -425,9 +533,7 @@ class TrustService:
                 code="invalid_tree_size",
             )
         hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
-        text = ledger_canonical(
-            int(entry["seq"]), entry["trace_id"], entry["head_hash"], int(entry["step_count"]), entry["created_at"]
-        )
+        text = entry_canonical(entry)
         checkpoint = await self.store.checkpoint(size)
         return {
             "trace_id": trace_id,
@@ -460,7 +566,7 @@ class TrustService:
         """Was this trace served under the policy files that are on disk now?"""
         trace, steps, entry = await self._load(trace_id, viewer)
         # A hash read from rows that fail verification proves nothing: such a trace is never valid.
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         # The hash in force is on the request step and on every policy_snapshot step (tool runs).
         policy_steps = [
             body
