@@ -13,6 +13,7 @@ import orjson
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.scrub import cap_text
+from app.tracing import attest
 from app.tracing.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
 from app.tracing.checkpoints import Checkpointer, checkpoint_view
 from app.tracing.logcheck import LogProblem, check_log, witness_tail
@@ -28,7 +29,7 @@ from app.tracing.notes import NoteError, Verifier, parse_verifier_key
 from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
 from app.tracing.tracer import Tracer
 
-TRACE_BUNDLE = "orchestrators.receipt.v1"
+TRACE_BUNDLE = "orchestrators.receipt.v2"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
 MAX_CHECKPOINTS = 1000  # checkpoints per listing
@@ -246,13 +247,20 @@ class TrustService:
             result.update(verified=matches, reason="match" if matches else "mismatch")
         return result
 
-    async def export(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
+    async def export(
+        self, trace_id: str, *, viewer: str | None = None, consistency_from: int | None = None
+    ) -> dict[str, Any]:
+        """The trace as a self-contained receipt (``orchestrators.receipt.v2``): its record, steps
+        and ledger entry, the entry's inclusion proof in the tree of the latest signed checkpoint,
+        that checkpoint and the key that signed it; with ``consistency_from``, also the proof that
+        the tree of that many entries (an earlier checkpoint the reader trusts) is a prefix."""
         trace, steps, entry = await self._load(trace_id, viewer)
         if trace is None:
             raise NotFound(
                 f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
             )
-        return {
+        signer = self._signer()
+        bundle: dict[str, Any] = {
             "format": TRACE_BUNDLE,
             "exported_at": datetime.now(UTC).isoformat(),
             "trace": {
@@ -262,11 +270,79 @@ class TrustService:
                 "finished_at": trace.get("finished_at"),
                 "step_count": trace.get("step_count"),
                 "head_hash": trace.get("head_hash"),
+                "ledger_seq": trace.get("ledger_seq"),
                 "metadata": _metadata(trace, steps),
             },
             "steps": steps,
             "ledger_entry": entry,
+            "inclusion": None,
+            "checkpoint": None,
+            "consistency": None,
+            "verifier_key": signer.signer.verifier.text,
         }
+        if entry is None:
+            return bundle  # not finished: not in the log yet, which the verifier says
+        checkpoint = await self._covering_checkpoint(int(entry["seq"]))
+        if checkpoint is None:
+            return bundle
+        size = int(checkpoint["tree_size"])
+        bundle["checkpoint"] = checkpoint_view(checkpoint)
+        try:
+            bundle["inclusion"] = await self._inclusion(entry, size)
+            if consistency_from is not None:
+                if consistency_from > size:
+                    raise InvalidRequest(
+                        f"`consistency_from` ({consistency_from}) is after the checkpoint's {size} entries.",
+                        param="consistency_from",
+                        code="invalid_tree_size",
+                    )
+                bundle["consistency"] = await self.consistency_proof(consistency_from, size)
+        except InvalidRequest as exc:
+            if exc.code != "tree_incomplete":
+                raise
+            bundle["proof_error"] = exc.message
+        return bundle
+
+    async def _covering_checkpoint(self, seq: int) -> dict[str, Any] | None:
+        """The latest checkpoint if it covers ledger entry ``seq``, else one signed now."""
+        latest = await self.store.latest_checkpoint()
+        if latest is None or int(latest["tree_size"]) < seq:
+            try:
+                latest = await self._signer().sign()
+            except TreeIncomplete:
+                return None
+        return latest if latest is not None and int(latest["tree_size"]) >= seq else None
+
+    async def attestation(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
+        """The trace as an in-toto Statement in a DSSE envelope signed with the log's key."""
+        trace, steps, entry = await self._load(trace_id, viewer)
+        if trace is None:
+            raise NotFound(
+                f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
+            )
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
+        if not verdict.ok or verdict.head_hash is None:
+            # Signing what fails verification would vouch for it.
+            raise InvalidRequest(
+                f"The receipt of trace '{trace_id}' does not verify ({verdict.reason}); it is not attested.",
+                status=409,
+                code="receipt_not_verified",
+            )
+        signer = self._signer()
+        checkpoint = await self._covering_checkpoint(int(entry["seq"])) if entry else None
+        body = orjson.dumps(
+            attest.statement(
+                trace,
+                steps,
+                head_hash=verdict.head_hash,
+                ledger_entry=entry,
+                entry_text=entry_canonical(entry) if entry else None,
+                checkpoint=checkpoint["note"] if checkpoint else None,
+            ),
+            option=orjson.OPT_SORT_KEYS,
+        )
+        signature = signer.signer.sign_bytes(attest.pae(attest.PAYLOAD_TYPE, body))
+        return attest.envelope(body, signature, signer.signer.verifier.key_id.hex())
 
     async def _ledger_top(self) -> tuple[int, str | None]:
         """The newest ledger entry's sequence number (0: empty) and hash."""
@@ -532,18 +608,23 @@ class TrustService:
                 param="tree_size",
                 code="invalid_tree_size",
             )
-        hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
-        text = entry_canonical(entry)
         checkpoint = await self.store.checkpoint(size)
         return {
             "trace_id": trace_id,
+            **await self._inclusion(entry, size),
+            "checkpoint": checkpoint["note"] if checkpoint else None,
+        }
+
+    async def _inclusion(self, entry: dict[str, Any], size: int) -> dict[str, Any]:
+        index = int(entry["seq"]) - 1
+        hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
+        return {
             "leaf_index": index,
             "tree_size": size,
-            "entry": text,
+            "entry": entry_canonical(entry),
             "leaf_hash": b64(entry_leaf(entry)),
             "audit_path": [b64(digest) for digest in hashes[:-1]],
             "root_hash": b64(hashes[-1]),
-            "checkpoint": checkpoint["note"] if checkpoint else None,
         }
 
     async def consistency_proof(self, first: int, second: int | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from app.lifespan import AppState
 from app.tracing.chain import GENESIS, entry_canonical, link
 from app.tracing.notes import Signer, split_note
-from tests.api.test_receipts import chat, panel
+from tests.api.test_receipts import chat, panel, run_verifier
 from tests.conftest import Backend, assert_envelope
 
 ALICE = {"Authorization": "Bearer alice-token-0123456789"}
@@ -166,24 +166,43 @@ async def sign_with_another_key(log: Log) -> None:
 
 
 Tamper = Callable[[Log], Awaitable[None]]
-# (tamper, the ledger verify's reason, the trace it concerns and its own verify's reason (None:
-# it verifies, and only the log can tell))
-MATRIX: dict[str, tuple[Tamper, str, int, str | None]] = {
-    "payload edited": (edit_payload, "chain_broken", 1, "chain_broken"),
-    "step created_at edited": (edit_created_at, "chain_broken", 1, "chain_broken"),
-    "step deleted": (delete_step, "chain_broken", 1, "chain_broken"),
-    "two steps' seq swapped": (swap_seqs, "chain_broken", 1, "chain_broken"),
-    "every step deleted": (delete_every_step, "chain_broken", 1, "chain_broken"),
-    "newest trace truncated, its finish and ledger row erased": (hide_truncation, "log_truncated", 2, "log_truncated"),
-    "principal changed": (give_to_alice, "principal_mismatch", 1, "principal_mismatch"),
-    "finished_at edited": (edit_finished_at, "ledger_mismatch", 1, "ledger_mismatch"),
-    "ledger_seq edited": (edit_ledger_seq, "ledger_mismatch", 1, "ledger_mismatch"),
-    "ledger entry's principal edited": (edit_ledger_principal, "ledger_broken", 1, "ledger_mismatch"),
-    "history rewritten, every hash recomputed": (rewrite_history, "checkpoint_mismatch", 1, None),
-    "history rewritten and the checkpoints dropped": (rewrite_and_drop_checkpoints, "checkpoint_mismatch", 1, None),
-    "database rolled back": (roll_back, "log_truncated", 1, None),
-    "log forked": (fork, "log_forked", 1, None),
-    "checkpoint signed by another key": (sign_with_another_key, "checkpoint_invalid", 1, None),
+# (tamper, the ledger verify's reason, the trace it concerns, that trace's own verify's reason
+# (None: it verifies, and only the log can tell), the offline verifier's reason on its exported
+# bundle given the log's key and the witness file as it was before the edit)
+MATRIX: dict[str, tuple[Tamper, str, int, str | None, str]] = {
+    "payload edited": (edit_payload, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "step created_at edited": (edit_created_at, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "step deleted": (delete_step, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "two steps' seq swapped": (swap_seqs, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "every step deleted": (delete_every_step, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "newest trace truncated, its finish and ledger row erased": (
+        hide_truncation,
+        "log_truncated",
+        2,
+        "log_truncated",
+        "not_in_log",
+    ),
+    "principal changed": (give_to_alice, "principal_mismatch", 1, "principal_mismatch", "principal_mismatch"),
+    "finished_at edited": (edit_finished_at, "ledger_mismatch", 1, "ledger_mismatch", "ledger_mismatch"),
+    "ledger_seq edited": (edit_ledger_seq, "ledger_mismatch", 1, "ledger_mismatch", "ledger_mismatch"),
+    "ledger entry's principal edited": (
+        edit_ledger_principal,
+        "ledger_broken",
+        1,
+        "ledger_mismatch",
+        "ledger_mismatch",
+    ),
+    "history rewritten, every hash recomputed": (rewrite_history, "checkpoint_mismatch", 1, None, "inclusion_failed"),
+    "history rewritten and the checkpoints dropped": (
+        rewrite_and_drop_checkpoints,
+        "checkpoint_mismatch",
+        1,
+        None,
+        "log_forked",
+    ),
+    "database rolled back": (roll_back, "log_truncated", 1, None, "stale_checkpoint"),
+    "log forked": (fork, "log_forked", 1, None, "log_forked"),
+    "checkpoint signed by another key": (sign_with_another_key, "checkpoint_invalid", 1, None, "checkpoint_invalid"),
 }
 
 
@@ -191,8 +210,9 @@ MATRIX: dict[str, tuple[Tamper, str, int, str | None]] = {
 async def test_tampering_is_detected_by_the_verify_routes(
     app_factory: Callable[..., FastAPI], backend: Backend, tmp_path: Path, case: str
 ) -> None:
-    tamper, ledger_reason, target, trace_reason = MATRIX[case]
+    tamper, ledger_reason, target, trace_reason, offline_reason = MATRIX[case]
     witness = tmp_path / "witness.jsonl"
+    trusted, bundle_path = tmp_path / "trusted.jsonl", tmp_path / "bundle.json"
     async with panel(app_factory, backend, trust_witness_path=witness, **SETTINGS) as (client, state):
         ids = [await chat(client, state) for _ in range(2)]
         await sign(state)  # a checkpoint of 2 entries
@@ -201,9 +221,19 @@ async def test_tampering_is_detected_by_the_verify_routes(
         intact = (await client.get("/v1/trust/ledger/verify")).json()
         assert intact["verified"] and intact["traces_checked"] == 3, intact
         assert [c["tree_size"] for c in intact["checkpoints_checked"]] == [3, 3]
+        key = (await client.get("/v1/trust/public-key")).json()["verifier_key"]
+        trusted.write_text(witness.read_text())  # what a monitor shipped off the machine
+        bundle_path.write_text((await client.get(f"/v1/trust/trace/{ids[target]}/export")).text)
+        before = run_verifier(bundle_path, "--key", key, "--checkpoint", str(trusted))
+        assert before.returncode == 0, before.stdout + before.stderr
         await tamper(Log(backend, state, ids))
         ledger = (await client.get("/v1/trust/ledger/verify")).json()
         trace = (await client.get(f"/v1/trust/verify/{ids[target]}")).json()
+        exported = await client.get(f"/v1/trust/trace/{ids[target]}/export")
+        assert exported.status_code == 200, exported.text
+        bundle_path.write_text(exported.text)
+    offline = run_verifier(bundle_path, "--key", key, "--checkpoint", str(trusted))
+    assert offline.returncode == 1 and f": {offline_reason}" in offline.stdout, offline.stdout + offline.stderr
     assert not ledger["verified"] and ledger["reason"] == ledger_reason, ledger
     if trace_reason is None:
         assert trace["verified"], trace  # only a root signed before the edit can tell

@@ -646,7 +646,7 @@ async def test_exported_bundles_verify_offline(
         await chat(client, state)
         bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
         ledger = (await client.get("/v1/trust/ledger")).json()
-    assert bundle["format"] == "orchestrators.receipt.v1" and len(bundle["steps"]) == 2
+    assert bundle["format"] == "orchestrators.receipt.v2" and len(bundle["steps"]) == 2
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
     good = run_verifier(path)
