@@ -165,11 +165,84 @@ async def sign_with_another_key(log: Log) -> None:
     )
 
 
+async def edit_step_type(log: Log) -> None:
+    await log.backend.execute(
+        "UPDATE trace_steps SET step_type = 'innocent' WHERE trace_id = $1 AND seq = 1", log.ids[1]
+    )
+
+
+async def insert_forged_step(log: Log) -> None:
+    """A careful forger: a well-formed step 2 that links to step 1 (the old step 2 moved to 3)."""
+    trace_id = log.ids[1]
+    [first] = await log.backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 1", trace_id)
+    at = "2026-01-01T00:00:00+00:00"
+    body = {
+        "created_at": at,
+        "payload": {"approved": True},
+        "seq": 2,
+        "step_type": "tool_approval",
+        "trace_id": trace_id,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    await log.backend.execute("UPDATE trace_steps SET seq = 3 WHERE trace_id = $1 AND seq = 2", trace_id)
+    await log.backend.execute(
+        "INSERT INTO trace_steps (trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash)"
+        " VALUES ($1, 2, 'tool_approval', $2, $3, $4, $5)",
+        trace_id,
+        text,
+        at,
+        first["step_hash"],
+        link(first["step_hash"], text),
+    )
+
+
+async def truncate_tail(log: Log) -> None:
+    await log.backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", log.ids[1])
+
+
+async def truncate_and_forge_head(log: Log) -> None:
+    trace_id = log.ids[1]
+    [first] = await log.backend.fetch("SELECT step_hash FROM trace_steps WHERE trace_id = $1 AND seq = 1", trace_id)
+    await log.backend.execute("DELETE FROM trace_steps WHERE trace_id = $1 AND seq = 2", trace_id)
+    await log.backend.execute(
+        "UPDATE traces SET step_count = 1, head_hash = $1 WHERE id = $2", first["step_hash"], trace_id
+    )
+
+
+async def delete_trace(log: Log) -> None:
+    await log.backend.execute("DELETE FROM trace_steps WHERE trace_id = $1", log.ids[1])
+    await log.backend.execute("DELETE FROM traces WHERE id = $1", log.ids[1])
+
+
+async def edit_ledger_entry(log: Log) -> None:
+    await log.backend.execute("UPDATE trace_ledger SET step_count = 9 WHERE trace_id = $1", log.ids[1])
+
+
+async def delete_newest_ledger_entry(log: Log) -> None:
+    await log.backend.execute("DELETE FROM trace_ledger WHERE trace_id = $1", log.ids[2])
+
+
 Tamper = Callable[[Log], Awaitable[None]]
 # (tamper, the ledger verify's reason, the trace it concerns, that trace's own verify's reason
 # (None: it verifies, and only the log can tell), the offline verifier's reason on its exported
-# bundle given the log's key and the witness file as it was before the edit)
-MATRIX: dict[str, tuple[Tamper, str, int, str | None, str]] = {
+# bundle given the log's key and the witness file as it was before the edit (None: the service
+# exports nothing, 404 trace_deleted; a bundle exported before still verifies, as it should))
+MATRIX: dict[str, tuple[Tamper, str, int, str | None, str | None]] = {
+    # The edits docs/receipts.md listed before the log was signed:
+    "step_type edited": (edit_step_type, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "forged step inserted": (insert_forged_step, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "tail truncated": (truncate_tail, "chain_broken", 1, "chain_broken", "chain_broken"),
+    "tail truncated, head forged": (
+        truncate_and_forge_head,
+        "ledger_mismatch",
+        1,
+        "ledger_mismatch",
+        "ledger_mismatch",
+    ),
+    "whole trace deleted": (delete_trace, "trace_deleted", 1, "trace_deleted", None),
+    "ledger entry edited": (edit_ledger_entry, "ledger_broken", 1, "ledger_mismatch", "ledger_mismatch"),
+    "newest ledger entry deleted": (delete_newest_ledger_entry, "ledger_broken", 2, "ledger_missing", "ledger_missing"),
+    # And those the signed log is for:
     "payload edited": (edit_payload, "chain_broken", 1, "chain_broken", "chain_broken"),
     "step created_at edited": (edit_created_at, "chain_broken", 1, "chain_broken", "chain_broken"),
     "step deleted": (delete_step, "chain_broken", 1, "chain_broken", "chain_broken"),
@@ -230,8 +303,11 @@ async def test_tampering_is_detected_by_the_verify_routes(
         ledger = (await client.get("/v1/trust/ledger/verify")).json()
         trace = (await client.get(f"/v1/trust/verify/{ids[target]}")).json()
         exported = await client.get(f"/v1/trust/trace/{ids[target]}/export")
-        assert exported.status_code == 200, exported.text
-        bundle_path.write_text(exported.text)
+    if offline_reason is None:
+        assert assert_envelope(exported, 404)["code"] == "trace_deleted"
+        return
+    assert exported.status_code == 200, exported.text
+    bundle_path.write_text(exported.text)
     offline = run_verifier(bundle_path, "--key", key, "--checkpoint", str(trusted))
     assert offline.returncode == 1 and f": {offline_reason}" in offline.stdout, offline.stdout + offline.stderr
     assert not ledger["verified"] and ledger["reason"] == ledger_reason, ledger
