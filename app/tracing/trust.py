@@ -434,8 +434,7 @@ class TrustService:
         }
         if not verdict.ok:
             return result
-        problem = await self._traces_listed(entries)
-        result["traces_checked"] = len(entries)
+        problem, result["traces_checked"] = await self._traces_listed(entries)
         if problem is not None:
             result.update(verified=False, **problem)
             return result
@@ -447,9 +446,11 @@ class TrustService:
             )
         return result
 
-    async def _traces_listed(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def _traces_listed(self, entries: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, int]:
         """Every trace the entries list, verified as GET /v1/trust/verify does (chain, recorded
-        columns, principal, ledger entry), read a few hundred traces at a time."""
+        columns, principal, ledger entry), read a few hundred traces at a time, up to the first
+        that fails; returns that failure (or None) and how many were checked."""
+        checked = 0
         for start in range(0, len(entries), TRACES_PER_READ):
             chunk = entries[start : start + TRACES_PER_READ]
             ids = [entry["trace_id"] for entry in chunk]
@@ -458,21 +459,22 @@ class TrustService:
             for entry in chunk:
                 trace_id = entry["trace_id"]
                 trace = traces.get(trace_id)
+                checked += 1
                 if trace is None:
                     return {
                         "reason": "trace_deleted",
                         "broken_at": entry["seq"],
                         "detail": f"trace {trace_id} is listed in the ledger but gone",
-                    }
+                    }, checked
                 verdict = self._verdict(trace_id, trace, steps.get(trace_id, []), entry)
                 if not verdict.ok:
                     return {
                         "reason": verdict.reason,
                         "broken_at": entry["seq"],
                         "detail": f"trace {trace_id}: {verdict.detail}",
-                    }
+                    }, checked
             await asyncio.sleep(0)  # let requests run between reads
-        return None
+        return None, checked
 
     async def _verifiers(self) -> list[Verifier]:
         """The keys whose checkpoints count: the service's own, then the keys recorded as having

@@ -311,6 +311,8 @@ async def test_tampering_is_detected_by_the_verify_routes(
     offline = run_verifier(bundle_path, "--key", key, "--checkpoint", str(trusted))
     assert offline.returncode == 1 and f": {offline_reason}" in offline.stdout, offline.stdout + offline.stderr
     assert not ledger["verified"] and ledger["reason"] == ledger_reason, ledger
+    if ledger_reason == "chain_broken" and target == 1:
+        assert ledger["traces_checked"] == 2 and ledger["broken_at"] == 2  # it stopped at the broken one
     if trace_reason is None:
         assert trace["verified"], trace  # only a root signed before the edit can tell
     else:
@@ -395,3 +397,4 @@ async def test_ledger_verify_reads_the_traces_in_bulk(
         broken = (await client.get("/v1/trust/ledger/verify")).json()
     assert intact["verified"] and intact["traces_checked"] == 5 and calls[:3] == [2, 2, 1], (intact, calls)
     assert not broken["verified"] and broken["reason"] == "chain_broken" and broken["broken_at"] == 5
+    assert broken["traces_checked"] == 5  # the failing one is the last: every trace before it held
