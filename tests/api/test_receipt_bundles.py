@@ -191,3 +191,24 @@ async def test_a_trace_as_a_signed_in_toto_statement(
     forged = {**envelope, "payload": base64.b64encode(body.replace(b"owner", b"alice")).decode()}
     bad = offline(write(path, forged), "--key", public["verifier_key"])
     assert bad.returncode == 1 and "signature_invalid" in bad.stdout
+
+
+async def test_an_approved_tool_call_is_attested_with_its_argument_hash_and_approval(
+    app_factory: Callable[..., FastAPI], tmp_path: Path
+) -> None:
+    from tests.api.test_approvals import CALC, tools_app
+    from tests.api.tools_support import approve, execute
+
+    async with tools_app(app_factory, tmp_path) as (client, state):
+        approval = await approve(client, "safe_calc", CALC)
+        run = await execute(client, "safe_calc", CALC, approval_token=approval["approval_id"])
+        await state.tracer.flush()
+        envelope = (await client.get(f"/v1/trust/trace/{run['trace_id']}/attestation")).json()
+    predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    [call] = predicate["tool_calls"]
+    assert call["tool"] == "safe_calc" and call["status"] == "ok" and call["args_hash"] == approval["args_hash"]
+    assert predicate["approval_ids"] == [approval["approval_id"]]
+    assert predicate["approvals"] == [
+        {"tool": "safe_calc", "approved": True, "reason": "approved", "approval_id": approval["approval_id"]}
+    ]
+    assert "6*7" not in json.dumps(predicate)  # the arguments' hash, never their values
