@@ -21,7 +21,8 @@ FILE is one of:
 ``--key`` is the log's verifier key (``<name>+<key id>+<base64 key>``, as ``GET
 /v1/trust/public-key`` gives it), or a file holding it (or that route's JSON answer). Without it
 the bundle's own ``verifier_key`` is used, which shows the bundle is self-consistent, not who
-signed it: the output says so.
+signed it: the output says so. Give ``--key`` more than once to trust several keys (the keys
+before and after a rotation).
 
 ``--checkpoint FILE``: an earlier checkpoint you trust (a signed note, the JSON of ``GET
 /v1/trust/checkpoint``, or a witness file of one JSON object per line, of which every line is
@@ -94,18 +95,21 @@ def _ed25519_ok(public_key: bytes, signature: bytes, message: bytes) -> bool | N
     return True
 
 
-def open_signed(note: str, key: Verifier) -> tuple[Checkpoint, bool]:
-    """The checkpoint in a note signed by ``key``, and whether the signature itself was checked.
-    Raises NoteError when ``key`` did not sign it (or its signature fails)."""
+def open_signed(note: str, keys: list[Verifier]) -> tuple[Checkpoint, bool, Verifier]:
+    """The checkpoint in a note signed by one of ``keys``, whether the signature itself was
+    checked, and by which key. Raises NoteError when none of them signed it, or when a signature
+    line of one of them fails (as the signed-note specification says)."""
     text, signatures = split_note(note)
     for signature in signatures:
-        if (signature.name, signature.key_id) != (key.name, key.key_id):
-            continue
-        ok = _ed25519_ok(key.public_key, signature.signature, text.encode("utf-8"))
-        if ok is False:
-            raise NoteError("the signature by this key does not verify")
-        return parse_checkpoint(text), ok is True
-    raise NoteError(f"it is not signed by {key.name} ({key.key_id.hex()})")
+        for key in keys:
+            if (signature.name, signature.key_id) != (key.name, key.key_id):
+                continue
+            ok = _ed25519_ok(key.public_key, signature.signature, text.encode("utf-8"))
+            if ok is False:
+                raise NoteError(f"the signature by {key.name} does not verify")
+            return parse_checkpoint(text), ok is True, key
+    names = ", ".join(f"{key.name} ({key.key_id.hex()})" for key in keys)
+    raise NoteError(f"it is not signed by {names}")
 
 
 def load_key(argument: str) -> Verifier:
@@ -173,7 +177,7 @@ def check_trace(bundle: dict[str, Any], *, v2: bool) -> Report:
 
 
 def check_log(
-    bundle: dict[str, Any], report: Report, key: Verifier | None, trusted: list[str], proof: dict[str, Any] | None
+    bundle: dict[str, Any], report: Report, keys: list[Verifier], trusted: list[str], proof: dict[str, Any] | None
 ) -> Report:
     """The ledger entry's inclusion under the bundle's signed checkpoint, and that checkpoint
     against an earlier trusted one."""
@@ -181,11 +185,11 @@ def check_log(
     if not inclusion or not bundle.get("checkpoint"):
         detail = str(bundle.get("proof_error") or "the bundle holds no inclusion proof")
         return report.fail("no_inclusion_proof", detail)
-    if key is None:
-        key = parse_verifier_key(bundle["verifier_key"])
+    if not keys:
+        keys = [parse_verifier_key(bundle["verifier_key"])]
         report.unchecked.append("who signed: the key was taken from the bundle (pin it with --key)")
     try:
-        checkpoint, signed = open_signed(bundle["checkpoint"]["note"], key)
+        checkpoint, signed, key = open_signed(bundle["checkpoint"]["note"], keys)
     except NoteError as exc:
         return report.fail("checkpoint_invalid", f"the bundle's checkpoint: {exc}")
     report.checked.append(f"the checkpoint of {checkpoint.size} entries ({checkpoint.origin}), signed by {key.name}")
@@ -204,13 +208,13 @@ def check_log(
             "inclusion_failed", f"the entry is not leaf {index} of the signed tree of {checkpoint.size} entries"
         )
     report.checked.append(f"the ledger entry's inclusion as leaf {index} of that tree (RFC 9162)")
-    return check_trusted(bundle, report, key, checkpoint, trusted, proof)
+    return check_trusted(bundle, report, keys, checkpoint, trusted, proof)
 
 
 def check_trusted(
     bundle: dict[str, Any],
     report: Report,
-    key: Verifier,
+    keys: list[Verifier],
     checkpoint: Checkpoint,
     trusted: list[str],
     proof: dict[str, Any] | None,
@@ -221,7 +225,7 @@ def check_trusted(
     opened = []
     for note in trusted:
         try:
-            earlier, signed = open_signed(note, key)
+            earlier, signed, _ = open_signed(note, keys)
         except NoteError as exc:
             return report.fail("checkpoint_invalid", f"a trusted checkpoint: {exc}")
         if not signed:
@@ -262,8 +266,8 @@ def check_trusted(
     return report
 
 
-def check_envelope(envelope: dict[str, Any], key: Verifier | None) -> Report:
-    if key is None:
+def check_envelope(envelope: dict[str, Any], keys: list[Verifier]) -> Report:
+    if not keys:
         raise ValueError("an attestation is checked against the log's key: give --key")
     body, signatures = open_envelope(envelope)
     statement = json.loads(body)
@@ -272,14 +276,15 @@ def check_envelope(envelope: dict[str, Any], key: Verifier | None) -> Report:
     subject = statement["subject"][0]
     head = subject["digest"]["sha256"]
     report = Report(Verdict(True, "intact", head, 0), f"attestation of {subject['name']}")
-    mine = [sig for keyid, sig in signatures if keyid in ("", key.key_id.hex())]
+    mine = [(key, sig) for keyid, sig in signatures for key in keys if keyid in ("", key.key_id.hex())]
     if not mine:
-        return report.fail("signature_invalid", f"no signature by {key.name} ({key.key_id.hex()})")
-    results = [_ed25519_ok(key.public_key, sig, pae(PAYLOAD_TYPE, body)) for sig in mine]
-    if False in results and True not in results:
-        return report.fail("signature_invalid", "the envelope's signature by this key does not verify")
-    if True in results:
-        report.checked.append(f"the DSSE signature over the in-toto statement, by {key.name}")
+        return report.fail("signature_invalid", "no signature by the keys given")
+    results = [(_ed25519_ok(key.public_key, sig, pae(PAYLOAD_TYPE, body)), key) for key, sig in mine]
+    good = [key for ok, key in results if ok]
+    if not good and any(ok is False for ok, _ in results):
+        return report.fail("signature_invalid", "the envelope's signature does not verify")
+    if good:
+        report.checked.append(f"the DSSE signature over the in-toto statement, by {good[0].name}")
     else:
         report.unchecked.append(NO_CRYPTOGRAPHY + " of the envelope")
     return report
@@ -288,7 +293,7 @@ def check_envelope(envelope: dict[str, Any], key: Verifier | None) -> Report:
 def check(
     bundle: object,
     expected_head: str | None,
-    key: Verifier | None = None,
+    keys: list[Verifier] | None = None,
     trusted: list[str] | None = None,
     proof: dict[str, Any] | None = None,
 ) -> Report:
@@ -298,7 +303,7 @@ def check(
     if kind == TRACE_BUNDLE:
         report = check_trace(bundle, v2=True)
         if report.verdict.ok:
-            report = check_log(bundle, report, key, trusted or [], proof)
+            report = check_log(bundle, report, keys or [], trusted or [], proof)
     elif kind == TRACE_BUNDLE_V1:
         report = check_trace(bundle, v2=False)
         report.unchecked.append("inclusion in a signed log (a v1 bundle holds no proof)")
@@ -310,7 +315,7 @@ def check(
             verdict = Verdict(False, "empty", None, 0, None, "the bundle holds no ledger entries")
         report = Report(verdict, f"ledger entries {bundle.get('first_seq')}..{bundle.get('last_seq')} ({len(entries)})")
     elif "payloadType" in bundle:
-        report = check_envelope(bundle, key)
+        report = check_envelope(bundle, keys or [])
     else:
         raise ValueError(f"unknown bundle format {kind!r}")
     verdict = report.verdict
@@ -323,16 +328,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--expected-head", help="a head hash saved earlier, to compare with")
-    parser.add_argument("--key", help="the log's verifier key, or a file holding it")
+    parser.add_argument("--key", action="append", help="the log's verifier key, or a file holding it (repeatable)")
     parser.add_argument("--checkpoint", type=Path, help="an earlier checkpoint you trust (note, JSON or witness file)")
     parser.add_argument("--proof", type=Path, help="a consistency proof (JSON of /v1/trust/proof/consistency)")
     args = parser.parse_args()
     try:
-        key = load_key(args.key) if args.key else None
+        keys = [load_key(argument) for argument in args.key or []]
         trusted = load_notes(args.checkpoint) if args.checkpoint else []
         proof = json.loads(args.proof.read_text(encoding="utf-8")) if args.proof else None
         bundle = json.loads(args.bundle.read_text(encoding="utf-8"))
-        report = check(bundle, args.expected_head, key, trusted, proof)
+        report = check(bundle, args.expected_head, keys, trusted, proof)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, binascii.Error) as exc:
         print(f"unreadable bundle: {exc}", file=sys.stderr)
         return 2

@@ -62,6 +62,8 @@ async def test_a_bundle_verifies_with_only_the_key(
     other = Signer.generate(public["key_name"]).verifier.text  # the same name, another key
     wrong = offline(path, "--key", other)
     assert wrong.returncode == 1 and "checkpoint_invalid" in wrong.stdout, wrong.stdout
+    either = offline(path, "--key", other, "--key", public["verifier_key"])  # keys before and after a rotation
+    assert either.returncode == 0, either.stdout
     forged = json.loads(json.dumps(bundle))
     forged["inclusion"]["audit_path"][0] = base64.b64encode(b"\0" * 32).decode()
     bad_path = offline(write(tmp_path / "forged.json", forged), "--key", public["verifier_key"])
