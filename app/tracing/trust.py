@@ -16,7 +16,7 @@ from app.scrub import cap_text
 from app.tracing import attest
 from app.tracing.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
 from app.tracing.checkpoints import Checkpointer, checkpoint_view
-from app.tracing.logcheck import LogProblem, check_log, witness_tail
+from app.tracing.logcheck import LogProblem, check_log, open_checkpoint, witness_tail
 from app.tracing.merkle import (
     Node,
     Range,
@@ -24,6 +24,7 @@ from app.tracing.merkle import (
     consistency_ranges,
     inclusion_ranges,
     range_hash,
+    verify_inclusion,
 )
 from app.tracing.notes import NoteError, Verifier, parse_verifier_key
 from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
@@ -192,23 +193,50 @@ class TrustService:
     async def _checked(
         self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
     ) -> Verdict:
-        """The trace's verdict; one that looks unfinished is held to the signed log too: its finish
-        and ledger entry may have been erased with the log's newest entries, which only a
-        checkpoint signed before can show."""
+        """The trace's verdict, held to the signed log too: a finished trace's ledger entry must be
+        a leaf of the latest checkpoint's tree (when that covers it) under the root the service's
+        key signed, which catches its history rewritten with every hash recomputed; one that looks
+        unfinished must not sit in a log shorter than that checkpoint (its finish and ledger entry
+        may have been erased with the log's newest entries)."""
         verdict = self._verdict(trace_id, trace, steps, entry)
-        if verdict.ok and entry is None:
-            latest = await self.store.latest_checkpoint()
+        if not verdict.ok:
+            return verdict
+        latest = await self.store.latest_checkpoint()  # before the size: the log only grows
+        if latest is None:
+            return verdict
+        signed = int(latest["tree_size"])
+
+        def failed(reason: str, detail: str) -> Verdict:
+            return Verdict(False, reason, verdict.head_hash, verdict.step_count, None, detail)
+
+        if entry is None:
             size = await self.store.tree_size()
-            if latest is not None and int(latest["tree_size"]) > size:
-                return Verdict(
-                    False,
+            if signed > size:
+                return failed(
                     "log_truncated",
-                    verdict.head_hash,
-                    verdict.step_count,
-                    None,
                     f"the trace looks unfinished, but the log holds {size} entries where a signed checkpoint "
-                    f"holds {int(latest['tree_size'])}: its finish may have been erased",
+                    f"holds {signed}: its finish may have been erased",
                 )
+            return verdict
+        if signed < int(entry["seq"]):
+            return verdict  # finished after the latest checkpoint: the next one will hold it
+        try:
+            checkpoint = open_checkpoint(latest["note"], await self._verifiers())
+        except NoteError as exc:
+            return failed("checkpoint_invalid", f"the latest checkpoint: {exc}")
+        if checkpoint.size > await self.store.tree_size():
+            return failed("log_truncated", f"the log is shorter than its signed checkpoint of {checkpoint.size}")
+        index = int(entry["seq"]) - 1
+        try:
+            hashes = await self._hashes([*inclusion_ranges(index, checkpoint.size)])
+        except InvalidRequest as exc:
+            return failed("tree_incomplete", exc.message)
+        if not verify_inclusion(entry_leaf(entry), index, checkpoint.size, hashes, checkpoint.root):
+            return failed(
+                "checkpoint_mismatch",
+                f"the trace's ledger entry is not leaf {index} of the tree of {checkpoint.size} entries the log "
+                "signed: its history was rewritten",
+            )
         return verdict
 
     async def report(self, trace_id: str, *, viewer: str | None = None, debug: bool = False) -> dict[str, Any]:

@@ -224,7 +224,7 @@ async def delete_newest_ledger_entry(log: Log) -> None:
 
 Tamper = Callable[[Log], Awaitable[None]]
 # (tamper, the ledger verify's reason, the trace it concerns, that trace's own verify's reason
-# (None: it verifies, and only the log can tell), the offline verifier's reason on its exported
+# (None: it verifies, and only the witnessed log can tell), the offline verifier's reason on its exported
 # bundle given the log's key and the witness file as it was before the edit (None: the service
 # exports nothing, 404 trace_deleted; a bundle exported before still verifies, as it should))
 MATRIX: dict[str, tuple[Tamper, str, int, str | None, str | None]] = {
@@ -265,7 +265,13 @@ MATRIX: dict[str, tuple[Tamper, str, int, str | None, str | None]] = {
         "ledger_mismatch",
         "ledger_mismatch",
     ),
-    "history rewritten, every hash recomputed": (rewrite_history, "checkpoint_mismatch", 1, None, "inclusion_failed"),
+    "history rewritten, every hash recomputed": (
+        rewrite_history,
+        "checkpoint_mismatch",
+        1,
+        "checkpoint_mismatch",
+        "inclusion_failed",
+    ),
     "history rewritten and the checkpoints dropped": (
         rewrite_and_drop_checkpoints,
         "checkpoint_mismatch",
@@ -275,7 +281,13 @@ MATRIX: dict[str, tuple[Tamper, str, int, str | None, str | None]] = {
     ),
     "database rolled back": (roll_back, "log_truncated", 1, None, "stale_checkpoint"),
     "log forked": (fork, "log_forked", 1, None, "log_forked"),
-    "checkpoint signed by another key": (sign_with_another_key, "checkpoint_invalid", 1, None, "checkpoint_invalid"),
+    "checkpoint signed by another key": (
+        sign_with_another_key,
+        "checkpoint_invalid",
+        1,
+        "checkpoint_invalid",
+        "checkpoint_invalid",
+    ),
 }
 
 
