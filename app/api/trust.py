@@ -93,9 +93,29 @@ async def verify(
     return await trust.verify(trace_id, expected_hash, viewer=viewer(caller))
 
 
-@router.get("/trust/trace/{trace_id}/export", summary="The trace as a receipt bundle for offline checks")
-async def export(trust: TrustDep, caller: ApiCallerDep, trace_id: str) -> dict[str, Any]:
-    return await trust.export(trace_id, viewer=viewer(caller))
+@router.get(
+    "/trust/trace/{trace_id}/export",
+    summary="The trace as a receipt bundle for offline checks (steps, ledger entry, inclusion proof, checkpoint)",
+)
+async def export(
+    trust: TrustDep,
+    caller: ApiCallerDep,
+    trace_id: str,
+    consistency_from: Annotated[
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="Also prove that the tree of this many entries is a prefix."),
+    ] = None,
+) -> dict[str, Any]:
+    return await trust.export(trace_id, viewer=viewer(caller), consistency_from=consistency_from)
+
+
+@router.get(
+    "/trust/trace/{trace_id}/attestation",
+    summary="The trace as an in-toto Statement in a DSSE envelope, signed with the log's key",
+    responses={404: NOT_FOUND, 409: CONFLICT},
+)
+async def attestation(trust: TrustDep, caller: ApiCallerDep, trace_id: str) -> dict[str, Any]:
+    return await trust.attestation(trace_id, viewer=viewer(caller))
 
 
 _MAX_SEQ = 2**63 - 1  # ledger sequence numbers are 64-bit integers in both databases

@@ -7,9 +7,11 @@ Construction (computed when a step is written, never on read):
   sorted keys, no spaces, UTF-8; it is stored verbatim, so verifying never re-serialises;
 * ``step_hash = SHA-256(prev_hash || canonical)`` (hex; ``||`` is string concatenation), with
   ``prev_hash`` the previous step's hash, 64 zeros for the first step;
-* a finished trace's head (its last step hash and step count) is appended to a global ledger:
-  ``entry_hash = SHA-256(prev_entry_hash || canonical({"created_at", "head_hash", "seq",
-  "step_count", "trace_id"}))``, so removing a whole trace breaks the ledger.
+* a finished trace's head (its last step hash and step count), its finish time and its principal
+  are appended to a global ledger: ``entry_hash = SHA-256(prev_entry_hash || canonical({"created_at",
+  "head_hash", "principal", "seq", "step_count", "trace_id"}))``, so removing a whole trace breaks
+  the ledger. Entries written before the principal was recorded (version 1) lack that key and
+  verify as they were written; an entry's version is whether its row holds a principal.
 """
 
 from __future__ import annotations
@@ -40,21 +42,83 @@ def step_canonical(trace_id: str, seq: int, step_type: str, created_at: str, pay
     )
 
 
+_PRINCIPALS_JSON: dict[str, str] = {}  # principal -> its JSON string: a few names, encoded once each
+_PRINCIPALS_CACHED = 4096
+
+
+def _json_string(value: str) -> str:
+    encoded = _PRINCIPALS_JSON.get(value)
+    if encoded is None:
+        encoded = json.dumps(value, ensure_ascii=False)
+        if len(_PRINCIPALS_JSON) < _PRINCIPALS_CACHED:
+            _PRINCIPALS_JSON[value] = encoded
+    return encoded
+
+
 def ledger_canonical(
-    seq: int, trace_id: str, head_hash: str, step_count: int, created_at: str, *, plain: bool = False
+    seq: int,
+    trace_id: str,
+    head_hash: str,
+    step_count: int,
+    created_at: str,
+    *,
+    principal: str | None = None,
+    plain: bool = False,
 ) -> str:
-    """``plain``: the caller vouches that the strings need no JSON escaping (the writer's own
-    UUIDs, hex hashes and ISO times); stored values being verified are always checked."""
+    """A ledger entry's canonical text: version 2 with ``principal``, version 1 (as written
+    before the entry recorded it) without. It is also the entry's Merkle leaf.
+
+    ``plain``: the caller vouches that the ids, hash and time need no JSON escaping (the writer's
+    own UUIDs, hex hashes and ISO times); stored values being verified are always checked."""
     if plain or all(_PLAIN.fullmatch(v) for v in (created_at, head_hash, trace_id)):
         # The same bytes canonical() would produce, without a JSON encoder: ids, hex hashes and
         # ISO times need no escaping. (One ledger entry per request: this is on the writer's path.)
+        if principal is None:
+            return (
+                f'{{"created_at":"{created_at}","head_hash":"{head_hash}","seq":{seq},'
+                f'"step_count":{step_count},"trace_id":"{trace_id}"}}'
+            )
         return (
-            f'{{"created_at":"{created_at}","head_hash":"{head_hash}","seq":{seq},'
-            f'"step_count":{step_count},"trace_id":"{trace_id}"}}'
+            f'{{"created_at":"{created_at}","head_hash":"{head_hash}","principal":{_json_string(principal)},'
+            f'"seq":{seq},"step_count":{step_count},"trace_id":"{trace_id}"}}'
         )
-    return canonical(
-        {"created_at": created_at, "head_hash": head_hash, "seq": seq, "step_count": step_count, "trace_id": trace_id}
+    entry: dict[str, Any] = {
+        "created_at": created_at,
+        "head_hash": head_hash,
+        "seq": seq,
+        "step_count": step_count,
+        "trace_id": trace_id,
+    }
+    if principal is not None:
+        entry["principal"] = principal
+    return canonical(entry)
+
+
+def entry_canonical(entry: Mapping[str, Any]) -> str:
+    """The canonical text of a stored (or exported) ledger entry, of whichever version it is."""
+    return ledger_canonical(
+        int(entry["seq"]),
+        entry["trace_id"],
+        entry["head_hash"],
+        int(entry["step_count"]),
+        entry["created_at"],
+        principal=entry.get("principal"),
     )
+
+
+def request_principal(steps: Sequence[Mapping[str, Any]]) -> tuple[bool, str | None]:
+    """The principal the hashed request step records: (found, principal). Only a verified chain's
+    answer means anything."""
+    for step in steps:
+        if step["step_type"] == "request":
+            try:
+                payload = json.loads(step["step_json"]).get("payload")
+            except (TypeError, ValueError, AttributeError):
+                return False, None
+            if isinstance(payload, dict) and isinstance(payload.get("principal"), str):
+                return True, payload["principal"]
+            return False, None
+    return False, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +176,14 @@ def verify_ledger(entries: Sequence[Mapping[str, Any]], *, start_prev: str | Non
             return Verdict(False, "ledger_broken", None, len(entries), previous_seq + 1, "a ledger entry is missing")
         if expected_prev is not None and entry["prev_hash"] != expected_prev:
             return Verdict(False, "ledger_broken", None, len(entries), seq, "prev_hash does not link")
-        text = ledger_canonical(
-            seq, entry["trace_id"], entry["head_hash"], int(entry["step_count"]), entry["created_at"]
-        )
-        if link(entry["prev_hash"], text) != entry["entry_hash"]:
+        if link(entry["prev_hash"], entry_canonical(entry)) != entry["entry_hash"]:
             return Verdict(False, "ledger_broken", None, len(entries), seq, "entry_hash does not match its content")
         expected_prev, previous_seq = entry["entry_hash"], seq
     return Verdict(True, "intact", expected_prev, len(entries))
+
+
+UNRECORDED: Any = object()
+"""A column the bundle or row does not carry (so there is nothing to compare)."""
 
 
 def verify_trace(
@@ -129,14 +194,33 @@ def verify_trace(
     finished: bool,
     recorded_count: int | None = None,
     recorded_head: str | None = None,
+    recorded_principal: Any = UNRECORDED,
+    recorded_finish: Any = UNRECORDED,
+    recorded_ledger_seq: Any = UNRECORDED,
 ) -> Verdict:
-    """A trace's chain, then its recorded head and its ledger entry (for a finished trace).
+    """A trace's chain, then every column that verification or access control relies on against
+    what is hashed: the recorded principal against the hashed request step's, the recorded head,
+    step count, finish time and ledger position against the chain and the ledger entry (which, in
+    version 2, commits to the principal too).
 
     A trace counts as finished when its record says so or when the ledger lists it: a finished
     trace's record forged back to "not finished" must not skip the ledger's check.
     """
     verdict = verify_steps(trace_id, steps)
-    if not verdict.ok or not (finished or ledger_entry is not None):
+    if not verdict.ok:
+        return verdict
+    found, principal = request_principal(steps)
+    if recorded_principal is not UNRECORDED and (not found or recorded_principal != principal):
+        what = "the hashed request step records no principal" if not found else "the hashed request step's differs"
+        return Verdict(
+            False,
+            "principal_mismatch",
+            verdict.head_hash,
+            verdict.step_count,
+            1,
+            f"the trace's recorded principal is not the one it was served for: {what}",
+        )
+    if not (finished or ledger_entry is not None):
         return verdict
     if recorded_count is not None and recorded_count != verdict.step_count:
         return Verdict(
@@ -165,16 +249,22 @@ def verify_trace(
             None,
             "the finished trace has no ledger entry",
         )
+
+    def mismatch(detail: str | None) -> Verdict:
+        return Verdict(False, "ledger_mismatch", verdict.head_hash, verdict.step_count, None, detail)
+
     if (ledger_entry["head_hash"], int(ledger_entry["step_count"])) != (verdict.head_hash, verdict.step_count):
-        return Verdict(
-            False,
-            "ledger_mismatch",
-            verdict.head_hash,
-            verdict.step_count,
-            None,
-            "the ledger recorded a different head for this trace",
-        )
+        return mismatch("the ledger recorded a different head for this trace")
+    if ledger_entry["trace_id"] != trace_id:
+        return mismatch("the ledger entry is another trace's")
+    entry_principal = ledger_entry.get("principal")
+    if entry_principal is not None and (not found or entry_principal != principal):
+        return mismatch("the ledger recorded another principal for this trace")
+    if recorded_finish not in (UNRECORDED, None) and recorded_finish != ledger_entry["created_at"]:
+        return mismatch("the trace's recorded finish differs from the ledger's")
+    if recorded_ledger_seq not in (UNRECORDED, None) and int(recorded_ledger_seq) != int(ledger_entry["seq"]):
+        return mismatch("the trace's recorded ledger position differs from its entry's")
     entry_check = verify_ledger([ledger_entry])
     if not entry_check.ok:
-        return Verdict(False, "ledger_mismatch", verdict.head_hash, verdict.step_count, None, entry_check.detail)
+        return mismatch(entry_check.detail)
     return verdict

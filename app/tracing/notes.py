@@ -203,6 +203,10 @@ class Signer:
         encoded = base64.b64encode(bytes([ALG_ED25519]) + raw).decode("ascii")
         return f"{_PRIVATE_PREFIX}{self.name}+{self.verifier.key_id.hex()}+{encoded}"
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature (DSSE envelopes sign their PAE encoding with the same key)."""
+        return self._key.sign(data)
+
     def sign(self, text: str) -> str:
         """``text`` (ending in a newline) as a note signed by this key."""
         if not text.endswith("\n") or "\n\n" in text:

@@ -10,7 +10,7 @@ from app.db.connection import Database, PostgresDatabase, Row, SqliteDatabase, S
 from app.db.migrations import Migration, migrate
 from app.ids import time_uuid_ceiling
 from app.observability.logging import get_logger
-from app.tracing.chain import GENESIS, ledger_canonical, link
+from app.tracing.chain import GENESIS, entry_canonical, ledger_canonical, link
 from app.tracing.merkle import EMPTY_ROOT, Node, complete_parts, leaf_hash, node_hash, range_hash, root_of
 
 log = get_logger("tracing")
@@ -83,6 +83,13 @@ MIGRATIONS = (
             _KEYS_TABLE,
         ),
     ),
+    Migration(
+        4,
+        "ledger entries commit to the trace's principal",
+        # NULL in the entries written before (version 1 entries, which verify as written).
+        sqlite=("ALTER TABLE trace_ledger ADD COLUMN principal TEXT",),
+        postgres=("ALTER TABLE trace_ledger ADD COLUMN IF NOT EXISTS principal TEXT",),
+    ),
 )
 
 # The tree keeps the hashes of subtrees of 16 leaves and up: one row per 8 ledger entries on
@@ -94,8 +101,8 @@ _BUILD_PAGE = 4096  # ledger entries read per round while building the tree of a
 
 # The writer's rows are plain tuples (it builds one per step of every request: a NamedTuple's
 # constructor costs several times a tuple display).
-Finish = tuple[str, int, str, str]
-"""A trace that ended: (trace_id, step_count, head_hash, finished_at)."""
+Finish = tuple[str, int, str, str, str | None]
+"""A trace that ended: (trace_id, step_count, head_hash, finished_at, principal)."""
 TraceRow = tuple[str, str, str | None, str | None, Finish | None]
 """A new trace: (id, created_at, principal, request_id, its Finish if it also ended)."""
 StepRow = tuple[str, int, str, str, str, str, str]
@@ -117,13 +124,13 @@ _NOT_ENDED = (None, None, None, None)  # finished_at, step_count, head_hash, led
 # metadata_json is no longer written: a trace's request fields are its request step's payload
 # (hashed with the chain). Traces written by earlier versions keep their copy.
 _NO_METADATA = ""
-_LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash")
+_LEDGER_COLUMNS = ("seq", "trace_id", "head_hash", "step_count", "created_at", "prev_hash", "entry_hash", "principal")
 
 
 _OF_PRINCIPAL = "EXISTS (SELECT 1 FROM traces WHERE traces.id = trace_steps.trace_id AND traces.principal = ${})"
 _LEDGER_HEAD = "SELECT seq, entry_hash FROM trace_ledger ORDER BY seq DESC LIMIT 1"
 _FINISH_LATER = "UPDATE traces SET finished_at = $1, step_count = $2, head_hash = $3, ledger_seq = $4 WHERE id = $5"
-_LEAF_COLUMNS = "seq, trace_id, head_hash, step_count, created_at"
+_LEAF_COLUMNS = "seq, trace_id, head_hash, step_count, created_at, principal"
 _LEDGER_LEAVES = f"SELECT {_LEAF_COLUMNS} FROM trace_ledger WHERE seq >= $1 AND seq <= $2 ORDER BY seq"  # noqa: S608
 # Several replicas (or a replica's writer and another's start-up build) may compute the same node:
 # it has one value, so the second write is a no-op.
@@ -136,10 +143,7 @@ class TreeIncomplete(Exception):
 
 def entry_leaf(row: Row) -> bytes:
     """The Merkle leaf hash of a ledger row: RFC 9162's leaf hash of the entry's canonical text."""
-    text = ledger_canonical(
-        int(row["seq"]), row["trace_id"], row["head_hash"], int(row["step_count"]), row["created_at"]
-    )
-    return leaf_hash(text.encode("utf-8"))
+    return leaf_hash(entry_canonical(row).encode("utf-8"))
 
 
 def _select_nodes(nodes: Sequence[Node]) -> tuple[Any, ...]:
@@ -213,11 +217,11 @@ class _Batch:
         seq, prev = (int(head["seq"]), str(head["entry_hash"])) if head else (0, GENESIS)
         leaves: list[bytes] = []
         self.growth = TreeGrowth(seq, leaves)
-        for trace_id, step_count, head_hash, finished_at in finishes:
+        for trace_id, step_count, head_hash, finished_at, principal in finishes:
             seq += 1
-            text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, plain=True)
+            text = ledger_canonical(seq, trace_id, head_hash, step_count, finished_at, principal=principal, plain=True)
             entry_hash = link(prev, text)
-            ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash)
+            ledger[trace_id] = (seq, trace_id, head_hash, step_count, finished_at, prev, entry_hash, principal)
             leaves.append(leaf_hash(text.encode("utf-8")))
             prev = entry_hash
         self.ledger = ledger
@@ -443,6 +447,44 @@ class TraceStore:
             window,
         )
         return int(row["seq"]) if row and row["seq"] is not None else None
+
+    async def traces_by_id(self, trace_ids: Sequence[str]) -> dict[str, Row]:
+        """The records of these traces (one query; callers keep the list to a few hundred)."""
+        if not trace_ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(trace_ids) + 1))
+        rows = await self.db.fetch_all(f"SELECT * FROM traces WHERE id IN ({marks})", *trace_ids)  # noqa: S608
+        return {row["id"]: row for row in rows}
+
+    async def steps_by_trace(self, trace_ids: Sequence[str]) -> dict[str, list[Row]]:
+        """The steps of these traces, each trace's in order (one query)."""
+        if not trace_ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(trace_ids) + 1))
+        rows = await self.db.fetch_all(
+            "SELECT trace_id, seq, step_type, step_json, created_at, prev_hash, step_hash FROM trace_steps"  # noqa: S608
+            f" WHERE trace_id IN ({marks}) ORDER BY trace_id, seq, id",
+            *trace_ids,
+        )
+        steps: dict[str, list[Row]] = {}
+        for row in rows:
+            steps.setdefault(row["trace_id"], []).append(row)
+        return steps
+
+    async def request_steps(self, trace_ids: Sequence[str]) -> dict[str, list[Row]]:
+        """The request steps of these traces (where their principal is hashed)."""
+        if not trace_ids:
+            return {}
+        marks = ", ".join(f"${i}" for i in range(1, len(trace_ids) + 1))
+        rows = await self.db.fetch_all(
+            "SELECT trace_id, step_type, step_json FROM trace_steps"  # noqa: S608
+            f" WHERE trace_id IN ({marks}) AND step_type = 'request' ORDER BY seq, id",
+            *trace_ids,
+        )
+        steps: dict[str, list[Row]] = {}
+        for row in rows:
+            steps.setdefault(row["trace_id"], []).append(row)
+        return steps
 
     async def traces_exist(self, trace_ids: Sequence[str]) -> set[str]:
         if not trace_ids:

@@ -128,6 +128,7 @@ class Trace:
 class _Chain:
     seq: int = 0
     prev: str = GENESIS
+    principal: str | None = None  # the ledger entry commits to it when the trace ends
 
 
 @dataclass
@@ -333,8 +334,11 @@ class Tracer:
                     lost.discard(trace_id)
                 continue
             chain = self._chains.pop(trace_id, None)
-            seq, prev = (chain.seq, chain.prev) if chain is not None else (0, GENESIS)
             begin = record.begin
+            if chain is not None:
+                seq, prev, principal = chain.seq, chain.prev, chain.principal
+            else:
+                seq, prev, principal = 0, GENESIS, begin.principal if begin is not None else None
             first_created = created = None
             for step_type, at, raw in record.steps:
                 seq += 1
@@ -352,7 +356,9 @@ class Tracer:
                 steps.append((trace_id, seq, step_type, text, created, prev, step_hash))
                 prev = step_hash
             # A trace finishes at its last step (the hand-over that ends it usually carries it).
-            finish: Finish | None = (trace_id, seq, prev, created or iso_now()) if record.ended and seq else None
+            finish: Finish | None = None
+            if record.ended and seq:
+                finish = (trace_id, seq, prev, created or iso_now(), principal)
             if begin is not None:
                 prepared.traces.append(
                     (
@@ -366,7 +372,7 @@ class Tracer:
             if finish is not None:
                 prepared.finishes.append(finish)
             elif not record.ended:
-                self._chains[trace_id] = _Chain(seq, prev)  # more to come
+                self._chains[trace_id] = _Chain(seq, prev, principal)  # more to come
 
     async def _commit(self, prepared: _Prepared, attempt: int) -> bool:
         """One attempt at committing the batch; a failure is logged and counted."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -12,8 +13,10 @@ import orjson
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.scrub import cap_text
-from app.tracing.chain import GENESIS, Verdict, ledger_canonical, verify_ledger, verify_trace
+from app.tracing import attest
+from app.tracing.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
 from app.tracing.checkpoints import Checkpointer, checkpoint_view
+from app.tracing.logcheck import LogProblem, check_log, open_checkpoint, witness_tail
 from app.tracing.merkle import (
     Node,
     Range,
@@ -21,16 +24,19 @@ from app.tracing.merkle import (
     consistency_ranges,
     inclusion_ranges,
     range_hash,
+    verify_inclusion,
 )
+from app.tracing.notes import NoteError, Verifier, parse_verifier_key
 from app.tracing.retention import PruneLog, pruned_verdict
 from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
 from app.tracing.tracer import Tracer
 
-TRACE_BUNDLE = "orchestrators.receipt.v1"
+TRACE_BUNDLE = "orchestrators.receipt.v2"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
 MAX_LEDGER_RANGE = 10_000  # entries per ledger export or verification call
 MAX_CHECKPOINTS = 1000  # checkpoints per listing
 RECENT_TRACES_CHECKED = 1000  # ledger verify: the newest traces whose ledger entries must exist
+TRACES_PER_READ = 500  # ledger verify reads the traces it lists, and their steps, this many at a time
 
 
 def check_trace_id(trace_id: str) -> str:
@@ -148,7 +154,14 @@ class TrustService:
             trace_id=check_trace_id(trace_id) if trace_id else None,
             principal=viewer,
         )
-        events = [self._event(row, debug=debug) for row in rows[:bounded]]
+        shown = rows[:bounded]
+        if viewer is not None and shown:
+            # The SQL filter trusts the unhashed principal column: keep only the steps of traces
+            # whose hashed request step names the viewer too.
+            requests = await self.store.request_steps(sorted({row["trace_id"] for row in shown}))
+            mine = {tid for tid, steps in requests.items() if request_principal(steps) == (True, viewer)}
+            shown = [row for row in shown if row["trace_id"] in mine]
+        events = [self._event(row, debug=debug) for row in shown]
         return {"events": events, "count": len(events), "limit": bounded, "truncated": len(rows) > bounded}
 
     async def _load(
@@ -166,9 +179,23 @@ class TrustService:
             raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         steps = await self.store.steps(trace_id)
         entry = await self.store.ledger_entry(trace_id)
+        if viewer is not None and not self._owned(trace, steps, entry, viewer):
+            raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         if trace is None and not steps and entry is None:
             raise NotFound(f"No receipt for trace '{trace_id}'.", param="trace_id", code="trace_not_found")
         return trace, steps, entry
+
+    @staticmethod
+    def _owned(
+        trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None, viewer: str
+    ) -> bool:
+        """The principal column decides access, and it is not hashed: it must agree with the one
+        the hashed request step records (a trace without one is nobody's but the owner's). A
+        pruned trace has no steps left: its ledger entry's principal (hashed, in v2 entries) must
+        agree instead."""
+        if trace is not None and "pruned_at" in trace:
+            return entry is not None and entry.get("principal") in (None, viewer)
+        return request_principal(steps) == (True, viewer)
 
     def _verdict(
         self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
@@ -188,12 +215,64 @@ class TrustService:
             finished=trace.get("finished_at") is not None,
             recorded_count=trace.get("step_count"),
             recorded_head=trace.get("head_hash"),
+            recorded_principal=trace.get("principal"),
+            recorded_finish=trace.get("finished_at"),
+            recorded_ledger_seq=trace.get("ledger_seq"),
         )
+
+    async def _checked(
+        self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None
+    ) -> Verdict:
+        """The trace's verdict, held to the signed log too: a finished trace's ledger entry must be
+        a leaf of the latest checkpoint's tree (when that covers it) under the root the service's
+        key signed, which catches its history rewritten with every hash recomputed; one that looks
+        unfinished must not sit in a log shorter than that checkpoint (its finish and ledger entry
+        may have been erased with the log's newest entries)."""
+        verdict = self._verdict(trace_id, trace, steps, entry)
+        if not verdict.ok:
+            return verdict
+        latest = await self.store.latest_checkpoint()  # before the size: the log only grows
+        if latest is None:
+            return verdict
+        signed = int(latest["tree_size"])
+
+        def failed(reason: str, detail: str) -> Verdict:
+            return Verdict(False, reason, verdict.head_hash, verdict.step_count, None, detail)
+
+        if entry is None:
+            size = await self.store.tree_size()
+            if signed > size:
+                return failed(
+                    "log_truncated",
+                    f"the trace looks unfinished, but the log holds {size} entries where a signed checkpoint "
+                    f"holds {signed}: its finish may have been erased",
+                )
+            return verdict
+        if signed < int(entry["seq"]):
+            return verdict  # finished after the latest checkpoint: the next one will hold it
+        try:
+            checkpoint = open_checkpoint(latest["note"], await self._verifiers())
+        except NoteError as exc:
+            return failed("checkpoint_invalid", f"the latest checkpoint: {exc}")
+        if checkpoint.size > await self.store.tree_size():
+            return failed("log_truncated", f"the log is shorter than its signed checkpoint of {checkpoint.size}")
+        index = int(entry["seq"]) - 1
+        try:
+            hashes = await self._hashes([*inclusion_ranges(index, checkpoint.size)])
+        except InvalidRequest as exc:
+            return failed("tree_incomplete", exc.message)
+        if not verify_inclusion(entry_leaf(entry), index, checkpoint.size, hashes, checkpoint.root):
+            return failed(
+                "checkpoint_mismatch",
+                f"the trace's ledger entry is not leaf {index} of the tree of {checkpoint.size} entries the log "
+                "signed: its history was rewritten",
+            )
+        return verdict
 
     async def report(self, trace_id: str, *, viewer: str | None = None, debug: bool = False) -> dict[str, Any]:
         trace, steps, entry = await self._load(trace_id, viewer)
         shown = steps[-self.max_events :]
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         metadata = _metadata(trace, steps) if trace else None
         return {
             "trace_id": check_trace_id(trace_id),
@@ -212,7 +291,7 @@ class TrustService:
 
     async def verify(self, trace_id: str, expected_hash: str | None, *, viewer: str | None = None) -> dict[str, Any]:
         trace, steps, entry = await self._load(trace_id, viewer)
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         result: dict[str, Any] = {
             "trace_id": check_trace_id(trace_id),
             "verified": verdict.ok,
@@ -228,7 +307,13 @@ class TrustService:
             result.update(verified=matches, reason="match" if matches else "mismatch")
         return result
 
-    async def export(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
+    async def export(
+        self, trace_id: str, *, viewer: str | None = None, consistency_from: int | None = None
+    ) -> dict[str, Any]:
+        """The trace as a self-contained receipt (``orchestrators.receipt.v2``): its record, steps
+        and ledger entry, the entry's inclusion proof in the tree of the latest signed checkpoint,
+        that checkpoint and the key that signed it; with ``consistency_from``, also the proof that
+        the tree of that many entries (an earlier checkpoint the reader trusts) is a prefix."""
         trace, steps, entry = await self._load(trace_id, viewer)
         if trace is not None and "pruned_at" in trace:
             raise NotFound(
@@ -241,20 +326,90 @@ class TrustService:
             raise NotFound(
                 f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
             )
-        return {
+        signer = self._signer()
+        bundle: dict[str, Any] = {
             "format": TRACE_BUNDLE,
             "exported_at": datetime.now(UTC).isoformat(),
             "trace": {
                 "id": trace["id"],
+                "principal": trace.get("principal"),
                 "created_at": trace["created_at"],
                 "finished_at": trace.get("finished_at"),
                 "step_count": trace.get("step_count"),
                 "head_hash": trace.get("head_hash"),
+                "ledger_seq": trace.get("ledger_seq"),
                 "metadata": _metadata(trace, steps),
             },
             "steps": steps,
             "ledger_entry": entry,
+            "inclusion": None,
+            "checkpoint": None,
+            "consistency": None,
+            "verifier_key": signer.signer.verifier.text,
         }
+        if entry is None:
+            return bundle  # not finished: not in the log yet, which the verifier says
+        checkpoint = await self._covering_checkpoint(int(entry["seq"]))
+        if checkpoint is None:
+            return bundle
+        size = int(checkpoint["tree_size"])
+        bundle["checkpoint"] = checkpoint_view(checkpoint)
+        try:
+            bundle["inclusion"] = await self._inclusion(entry, size)
+            if consistency_from is not None:
+                if consistency_from > size:
+                    raise InvalidRequest(
+                        f"`consistency_from` ({consistency_from}) is after the checkpoint's {size} entries.",
+                        param="consistency_from",
+                        code="invalid_tree_size",
+                    )
+                bundle["consistency"] = await self.consistency_proof(consistency_from, size)
+        except InvalidRequest as exc:
+            if exc.code != "tree_incomplete":
+                raise
+            bundle["proof_error"] = exc.message
+        return bundle
+
+    async def _covering_checkpoint(self, seq: int) -> dict[str, Any] | None:
+        """The latest checkpoint if it covers ledger entry ``seq``, else one signed now."""
+        latest = await self.store.latest_checkpoint()
+        if latest is None or int(latest["tree_size"]) < seq:
+            try:
+                latest = await self._signer().sign()
+            except TreeIncomplete:
+                return None
+        return latest if latest is not None and int(latest["tree_size"]) >= seq else None
+
+    async def attestation(self, trace_id: str, *, viewer: str | None = None) -> dict[str, Any]:
+        """The trace as an in-toto Statement in a DSSE envelope signed with the log's key."""
+        trace, steps, entry = await self._load(trace_id, viewer)
+        if trace is None:
+            raise NotFound(
+                f"The receipt of trace '{trace_id}' was deleted; only its ledger entry remains.", code="trace_deleted"
+            )
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
+        if not verdict.ok or verdict.head_hash is None:
+            # Signing what fails verification would vouch for it.
+            raise InvalidRequest(
+                f"The receipt of trace '{trace_id}' does not verify ({verdict.reason}); it is not attested.",
+                status=409,
+                code="receipt_not_verified",
+            )
+        signer = self._signer()
+        checkpoint = await self._covering_checkpoint(int(entry["seq"])) if entry else None
+        body = orjson.dumps(
+            attest.statement(
+                trace,
+                steps,
+                head_hash=verdict.head_hash,
+                ledger_entry=entry,
+                entry_text=entry_canonical(entry) if entry else None,
+                checkpoint=checkpoint["note"] if checkpoint else None,
+            ),
+            option=orjson.OPT_SORT_KEYS,
+        )
+        signature = signer.signer.sign_bytes(attest.pae(attest.PAYLOAD_TYPE, body))
+        return attest.envelope(body, signature, signer.signer.verifier.key_id.hex())
 
     async def _ledger_top(self) -> tuple[int, str | None]:
         """The newest ledger entry's sequence number (0: empty) and hash."""
@@ -292,12 +447,16 @@ class TrustService:
         }
 
     async def verify_ledger(self, first: int | None, last: int | None) -> dict[str, Any]:
-        """The ledger's links and hashes, that its newest entries are all there, and that every
-        trace it lists still exists with that head."""
+        """The ledger's links and hashes, that its newest entries are all there, that every trace
+        it lists verifies (its chain, the columns recorded beside it, its principal, its ledger
+        entry), and that the log holds the roots its latest checkpoint and the witness file's
+        signed."""
         await self.tracer.flush()
         # Read before the head: a batch committed in between adds its traces and their entries at
         # once, so a trace can record an entry past the head read after it only if that entry was
-        # deleted.
+        # deleted. Checkpoints likewise: one signed in between is no larger than the head.
+        latest = await self.store.latest_checkpoint()
+        witnessed = await asyncio.to_thread(witness_tail, self.checkpointer.witness_path if self.checkpointer else None)
         recorded = await self.store.newest_recorded_ledger_seq(RECENT_TRACES_CHECKED)
         top, top_hash = await self._ledger_top()
         if recorded is not None and recorded > top and (last is None or last > top):
@@ -311,6 +470,18 @@ class TrustService:
                 "head_hash": top_hash,
                 "broken_at": top + 1,
                 "detail": f"a trace records ledger entry {recorded} but the ledger ends at {top}: entries were deleted",
+            }
+        if latest is not None and int(latest["tree_size"]) > top and (last is None or last > top):
+            return {
+                "verified": False,
+                "reason": "log_truncated",
+                "first_seq": first or 1,
+                "last_seq": top,
+                "entries": 0,
+                "head_hash": top_hash,
+                "broken_at": top + 1,
+                "detail": f"a signed checkpoint holds {int(latest['tree_size'])} entries but the log ends at {top}: "
+                "entries were deleted or the database was rolled back",
             }
         first, last = self._ledger_bounds(first, last, top)
         entries = await self.store.ledger_range(first, last)
@@ -330,38 +501,94 @@ class TrustService:
         }
         if not verdict.ok:
             return result
-        present = await self.store.traces_exist([e["trace_id"] for e in entries])
         # Traces the retention job pruned while intact: their ledger entries stand for them.
         pruned = await self.pruned.intact(first, last) if self.pruned is not None else set()
         result["pruned"] = len(pruned)
-        for entry in entries:
-            if entry["trace_id"] not in present and entry["trace_id"] in pruned:
-                continue
-            if entry["trace_id"] not in present:
-                result.update(
-                    verified=False,
-                    reason="trace_deleted",
-                    broken_at=entry["seq"],
-                    detail=f"trace {entry['trace_id']} is listed in the ledger but gone",
-                )
-                return result
-            trace = await self.store.trace(entry["trace_id"])
-            if trace is not None and trace.get("head_hash") is None:
-                # Versions before 6ad447e did not record the finish of a stream whose start and end
-                # shared a batch (its ledger entry was written): such a trace's chain itself must
-                # end at the head the ledger recorded, as GET /v1/trust/verify checks it.
-                steps = await self.store.steps(entry["trace_id"])
-                if self._verdict(entry["trace_id"], trace, steps, entry).ok:
-                    continue
-            if trace is None or trace.get("head_hash") != entry["head_hash"]:
-                result.update(
-                    verified=False,
-                    reason="ledger_mismatch",
-                    broken_at=entry["seq"],
-                    detail=f"trace {entry['trace_id']} no longer has the head the ledger recorded",
-                )
-                return result
+        problem, result["traces_checked"] = await self._traces_listed(entries, pruned)
+        if problem is not None:
+            result.update(verified=False, **problem)
+            return result
+        log_problem, checked = await self._log_checked(entries, first, top, latest, witnessed)
+        result["checkpoints_checked"] = checked
+        if log_problem is not None:
+            result.update(
+                verified=False, reason=log_problem.reason, broken_at=log_problem.broken_at, detail=log_problem.detail
+            )
         return result
+
+    async def _traces_listed(
+        self, entries: list[dict[str, Any]], pruned: set[str]
+    ) -> tuple[dict[str, Any] | None, int]:
+        """Every trace the entries list, verified as GET /v1/trust/verify does (chain, recorded
+        columns, principal, ledger entry), read a few hundred traces at a time, up to the first
+        that fails; returns that failure (or None) and how many were checked. A trace in
+        ``pruned`` (pruned while intact) is stood for by its ledger entry."""
+        checked = 0
+        for start in range(0, len(entries), TRACES_PER_READ):
+            chunk = entries[start : start + TRACES_PER_READ]
+            ids = [entry["trace_id"] for entry in chunk]
+            traces = await self.store.traces_by_id(ids)
+            steps = await self.store.steps_by_trace(ids)
+            for entry in chunk:
+                trace_id = entry["trace_id"]
+                trace = traces.get(trace_id)
+                if trace is None and trace_id in pruned:
+                    continue
+                checked += 1
+                if trace is None:
+                    return {
+                        "reason": "trace_deleted",
+                        "broken_at": entry["seq"],
+                        "detail": f"trace {trace_id} is listed in the ledger but gone",
+                    }, checked
+                verdict = self._verdict(trace_id, trace, steps.get(trace_id, []), entry)
+                if not verdict.ok:
+                    return {
+                        "reason": verdict.reason,
+                        "broken_at": entry["seq"],
+                        "detail": f"trace {trace_id}: {verdict.detail}",
+                    }, checked
+            await asyncio.sleep(0)  # let requests run between reads
+        return None, checked
+
+    async def _verifiers(self) -> list[Verifier]:
+        """The keys whose checkpoints count: the service's own, then the keys recorded as having
+        signed here before (a rotation). The recorded list is read from the database, so a
+        verifier that must not trust it pins its key (scripts/verify_receipts.py --key)."""
+        if self.checkpointer is None:
+            return []
+        verifiers = [self.checkpointer.signer.verifier]
+        for row in await self.store.keys():
+            try:
+                key = parse_verifier_key(row["verifier_key"])
+            except NoteError:
+                continue
+            if key != verifiers[0]:
+                verifiers.append(key)
+        return verifiers
+
+    async def _log_checked(
+        self,
+        entries: list[dict[str, Any]],
+        first: int,
+        top: int,
+        latest: dict[str, Any] | None,
+        witnessed: list[dict[str, Any]],
+    ) -> tuple[LogProblem | None, list[dict[str, Any]]]:
+        verifiers = await self._verifiers()
+        if not verifiers:
+            return None, []
+        leaves = {int(entry["seq"]) - 1: entry_leaf(entry) for entry in entries}
+        return await check_log(
+            self.store,
+            verifiers,
+            latest=latest,
+            witnessed=witnessed,
+            tree_size=top,
+            leaves=leaves,
+            low=first - 1,
+            high=first - 1 + len(entries),
+        )
 
     async def _hashes(self, ranges: list[Range]) -> list[bytes]:
         """The hashes of the subtrees a proof names (and of the root): one read of their parts."""
@@ -458,20 +685,23 @@ class TrustService:
                 param="tree_size",
                 code="invalid_tree_size",
             )
-        hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
-        text = ledger_canonical(
-            int(entry["seq"]), entry["trace_id"], entry["head_hash"], int(entry["step_count"]), entry["created_at"]
-        )
         checkpoint = await self.store.checkpoint(size)
         return {
             "trace_id": trace_id,
+            **await self._inclusion(entry, size),
+            "checkpoint": checkpoint["note"] if checkpoint else None,
+        }
+
+    async def _inclusion(self, entry: dict[str, Any], size: int) -> dict[str, Any]:
+        index = int(entry["seq"]) - 1
+        hashes = await self._hashes([*inclusion_ranges(index, size), (0, size)])
+        return {
             "leaf_index": index,
             "tree_size": size,
-            "entry": text,
+            "entry": entry_canonical(entry),
             "leaf_hash": b64(entry_leaf(entry)),
             "audit_path": [b64(digest) for digest in hashes[:-1]],
             "root_hash": b64(hashes[-1]),
-            "checkpoint": checkpoint["note"] if checkpoint else None,
         }
 
     async def consistency_proof(self, first: int, second: int | None) -> dict[str, Any]:
@@ -494,7 +724,7 @@ class TrustService:
         """Was this trace served under the policy files that are on disk now?"""
         trace, steps, entry = await self._load(trace_id, viewer)
         # A hash read from rows that fail verification proves nothing: such a trace is never valid.
-        verdict = self._verdict(check_trace_id(trace_id), trace, steps, entry)
+        verdict = await self._checked(check_trace_id(trace_id), trace, steps, entry)
         # The hash in force is on the request step and on every policy_snapshot step (tool runs).
         policy_steps = [
             body

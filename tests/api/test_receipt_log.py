@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
 from app.lifespan import AppState, StartupError
-from app.tracing.chain import ledger_canonical
+from app.tracing.chain import entry_canonical
 from tests.api.test_receipts import CHAT, HELLO, chat, panel
 from tests.conftest import Backend, assert_envelope, running
 from tests.unit.test_merkle import Rfc, rfc_verify_consistency, rfc_verify_inclusion
@@ -51,10 +51,7 @@ async def fill(client: httpx.AsyncClient, state: AppState, count: int, seed: int
 async def ledger_entries(backend: Backend) -> list[bytes]:
     """The ledger's entries as a third party reconstructs them from an export."""
     rows = await backend.fetch("SELECT * FROM trace_ledger ORDER BY seq")
-    return [
-        ledger_canonical(r["seq"], r["trace_id"], r["head_hash"], r["step_count"], r["created_at"]).encode()
-        for r in rows
-    ]
+    return [entry_canonical(r).encode() for r in rows]
 
 
 async def get(client: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:

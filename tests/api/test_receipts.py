@@ -424,7 +424,8 @@ async def test_a_stream_whose_finish_an_older_version_did_not_record_verifies_in
         edited = (await client.get("/v1/trust/ledger/verify")).json()
     assert one["verified"], one
     assert ledger["verified"] and ledger["reason"] == "intact" and ledger["entries"] == 3, ledger
-    assert not edited["verified"] and edited["reason"] == "ledger_mismatch" and edited["broken_at"] == 2, edited
+    assert not edited["verified"] and edited["reason"] == "chain_broken" and edited["broken_at"] == 2, edited
+    assert edited["detail"].startswith(f"trace {trace_id}: ")
 
 
 async def test_unknown_and_malformed_trace_ids(app_factory: Callable[..., FastAPI], backend: Backend) -> None:
@@ -645,7 +646,7 @@ async def test_exported_bundles_verify_offline(
         await chat(client, state)
         bundle = (await client.get(f"/v1/trust/trace/{trace_id}/export")).json()
         ledger = (await client.get("/v1/trust/ledger")).json()
-    assert bundle["format"] == "orchestrators.receipt.v1" and len(bundle["steps"]) == 2
+    assert bundle["format"] == "orchestrators.receipt.v2" and len(bundle["steps"]) == 2
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle))
     good = run_verifier(path)
@@ -717,7 +718,7 @@ async def test_migrations_are_safe_to_run_twice(app_factory: Callable[..., FastA
     rows = await backend.fetch(
         "SELECT component, version FROM schema_migrations WHERE component = 'traces' ORDER BY version"
     )
-    assert rows == [{"component": "traces", "version": version} for version in (1, 2, 3)]
+    assert rows == [{"component": "traces", "version": version} for version in (1, 2, 3, 4)]
 
 
 async def test_ready_is_503_while_receipts_cannot_be_committed(app_factory: Callable[..., FastAPI]) -> None:

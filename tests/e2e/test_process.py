@@ -213,7 +213,7 @@ def test_a_database_migrated_by_a_newer_version_stops_startup(tmp_path: Path, en
     assert "Traceback" not in result.stderr + result.stdout
     lines = stderr_lines(result)
     assert len(lines) == 1 and "traces tables were migrated by a newer version" in lines[0], result.stderr
-    assert "schema version 99; this version knows up to 3" in lines[0]
+    assert "schema version 99; this version knows up to 4" in lines[0]
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == {"schema_migrations"}
