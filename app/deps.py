@@ -93,7 +93,7 @@ async def authenticated(request: Request) -> Principal:
 
 
 def _only_callers(principal: Principal) -> Principal:
-    # Separation of duties (tools, issue 6): the approver's token approves tool calls and
+    # Separation of duties (tools): the approver's token approves tool calls and
     # nothing else, so it can never ask for (and then approve) a call itself.
     if not principal.has_role(ROLE_CALLER):
         raise PermissionDenied(

@@ -21,13 +21,13 @@ from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenti
 from app.db.connection import Database
 from app.db.registry import Databases
 from app.errors import DatabaseUnavailable
-from app.memory.service import MemoryService, MemoryStage
+from app.memory.service import MemoryService
 from app.memory.store import MemoryStore
 from app.observability.logging import flush_logs, get_logger
 from app.observability.metrics import Metrics
 from app.observability.otel import shutdown_spans
-from app.orchestrator.service import Orchestrator, ProviderGenerator
-from app.orchestrator.tool_loop import ToolLoopGenerator
+from app.orchestrator.service import Orchestrator
+from app.orchestrator.stages import build_generator, build_stages
 from app.policies import PolicySnapshot
 from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
@@ -65,9 +65,9 @@ class AppState:
     tracer: Tracer
     trust: TrustService | None
     policies: PolicySnapshot
-    routing: Routing  # agents, the router, the review queue (issue 7)
-    tools: Tools  # issue 6: registry, tool policy, approvals, sandbox, the guarded runner
-    memory: MemoryService  # issue 5: the memory gate, recall, the caller's entries
+    routing: Routing  # agents, the router, the review queue
+    tools: Tools  # registry, tool policy, approvals, sandbox, the guarded runner
+    memory: MemoryService  # the memory gate, recall, the caller's entries
     retention: RetentionJob | None = None  # the receipts' retention job, when a policy is set
 
 
@@ -109,7 +109,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
         if token in tokens:
             raise ValueError(f"ORCH_PRINCIPALS: the token of {name!r} is already used by another principal")
         tokens[token] = Principal(name, authenticated=True, roles=caller)
-    # Tools (issue 6): the approver approves tool calls and may do nothing else (separation of
+    # Tools: the approver approves tool calls and may do nothing else (separation of
     # duties); Settings already refuse an approver token equal to a configured caller token.
     approver_token = settings.approver_token.get_secret_value()
     if approver_token:
@@ -327,7 +327,7 @@ def lifespan_for(
                 # Bounded by ORCH_LLM_HEALTH_TIMEOUT_SEC itself (the backstop just past it).
                 readiness.add("provider", provider_check(provider), timeout=settings.llm_health_timeout_sec + 1)
 
-            # Agents and routing: the agent stage always, the routing stage in advanced mode.
+            # Agents and routing: the routing stage only in advanced mode (or as a shadow).
             with policy_errors():  # agents and rules may only name tools that exist
                 check_tool_names(routing_config, tools.registry.names())
             with policy_errors():  # the semantic tier's model and tool vectors load here, or stop the service
@@ -351,13 +351,10 @@ def lifespan_for(
                 tracer=tracer,
                 policies=policies,
                 max_output_chars=settings.llm_max_output_chars,
-                stages=[MemoryStage(memory), *routing.stages],  # the memory gate first
+                stages=build_stages(settings, memory=memory, routing=routing),
                 request_fields=memory.request_fields(),
                 metrics=metrics,
-                # The gateway's own tools that the model calls run in this loop.
-                generator=ToolLoopGenerator(
-                    ProviderGenerator(provider), tools.runner, max_rounds=settings.max_tool_rounds
-                ),
+                generator=build_generator(settings, provider=provider, tool_runner=tools.runner),
             )
             app.state.orch = AppState(
                 settings=settings,

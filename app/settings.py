@@ -53,7 +53,7 @@ PLACEHOLDER_TOKENS = frozenset(
 
 # Secret-valued flags: their values are never echoed in error messages.
 _SECRET_FIELDS = frozenset({"bearer_token", "principals", "openai_api_key", "database_url"})
-_SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # tools (issue 6)
+_SECRET_FIELDS = _SECRET_FIELDS | {"approver_token"}  # the tools' approver bearer
 # URL-valued flags: echoed in error messages with their password and query string withheld
 # (redis://:<password>@host, https://<user>:<key>@proxy/v1?api_key=...).
 URL_FIELDS = frozenset(
@@ -254,7 +254,7 @@ class Settings(BaseSettings):
     semantic_router_enabled: Switch = False
     semantic_router_min_similarity: float = Field(0.50, ge=0, le=1)
     semantic_router_min_gap: float = Field(0.05, ge=0, le=1)
-    # --- tools (issue 6): registry, tool policy, approvals, sandbox -------------------------
+    # --- tools: registry, tool policy, approvals, sandbox ------------------------------------
     # The approver's bearer: the only credential that may approve tool calls, and it may do
     # nothing else (separation of duties). Empty: approvals are refused.
     approver_token: SecretStr = SecretStr("")
@@ -281,7 +281,7 @@ class Settings(BaseSettings):
     sandbox_docker_url: str = ""
     max_tool_rounds: int = Field(4, ge=1, le=32)
 
-    # --- memory gate (issue 5, docs/memory.md): off by default ---------------------------
+    # --- memory gate (docs/memory.md): off by default ------------------------------------
     # ORCH_MEMORY_ENABLED=1 alone turns the feature on with its safe defaults (capture on, policy
     # strict); the finer flags below refine it when set.
     memory_enabled: Switch = False
@@ -443,7 +443,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    # --- tools (issue 6) -------------------------------------------------------------------
+    # --- tools -----------------------------------------------------------------------------
     @field_validator("tool_policy_path", "tool_approval_db_path")
     @classmethod
     def _absolute_tool_paths(cls, value: Path) -> Path:

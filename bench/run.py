@@ -339,7 +339,7 @@ def scenario_routing(workdir: Path) -> None:
 
 
 def scenario_memory(workdir: Path) -> None:
-    """The memory gate (issue 5): demo chat with memory off vs on (strict), alternating, then on with
+    """The memory gate: demo chat with memory off vs on (strict), alternating, then on with
     recall; then recall latency at 10,000 memories for one user, in process, on SQLite."""
     on = {
         **SERVICE_ENV,
@@ -366,7 +366,7 @@ def scenario_memory(workdir: Path) -> None:
 
 
 def scenario_sandbox(workdir: Path) -> None:
-    """Tools (issue 6): python_exec `print(1)` through the HTTP API and Docker, cold vs warm pool.
+    """Tools: python_exec `print(1)` through the HTTP API and Docker, cold vs warm pool.
 
     Each run is approved first (not timed), then executed; the figure is the execute request as a
     caller sees it. Between warm runs the pool gets a moment to refill (one container per run).
@@ -422,8 +422,8 @@ SCENARIOS: dict[str, Callable[[Path], None]] = {
     "store": scenario_store,
     "proofs": scenario_proofs,
     "routing": scenario_routing,
-    "sandbox": scenario_sandbox,  # tools (issue 6)
-    "memory": scenario_memory,  # the memory gate (issue 5)
+    "sandbox": scenario_sandbox,  # tools: the Docker sandbox, cold vs warm
+    "memory": scenario_memory,  # the memory gate
 }
 
 

@@ -32,17 +32,17 @@ def build_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "dev_token_path": tmp_path / "dev-token",
         "trace_db_path": tmp_path / "trace.db",
         "trust_signing_key_path": tmp_path / "trust-signing-key",
-        "intent_cache_db_path": tmp_path / "intent_cache.db",  # routing stores (issue 7)
+        "intent_cache_db_path": tmp_path / "intent_cache.db",  # routing stores
         "intent_hitl_db_path": tmp_path / "hitl_queue.db",
         "trace_flush_interval_ms": 5,
         "rate_limit": "1000 per minute",
         "log_json": True,
-        # tools (issue 6): the repo's policy, approvals in tmp_path, no pre-started sandbox
+        # tools: the repo's policy, approvals in tmp_path, no pre-started sandbox
         # containers unless a test asks for them (every app would otherwise start a pool)
         "tool_policy_path": ROOT / "policies" / "tool_policy.yaml",
         "tool_approval_db_path": tmp_path / "tool_approvals.db",
         "sandbox_pool_size": 0,
-        "memory_db_path": tmp_path / "memory.db",  # memory (issue 5), used only when enabled
+        "memory_db_path": tmp_path / "memory.db",  # memory, used only when enabled
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -6,7 +6,7 @@ from typing import Any
 
 from app.agents.registry import Agent, AgentRegistry
 from app.errors import NotFound
-from app.orchestrator.service import Turn
+from app.orchestrator.turn import Turn
 
 AGENT_MODEL_PREFIX = "agent:"  # `model: "agent:holly"` on /v1/chat/completions addresses an agent
 _SYSTEM_ROLES = frozenset({"system", "developer"})

@@ -23,8 +23,8 @@ from app.api.body import disconnect_signal, read_json_object, validate
 from app.api.openapi import json_body_doc
 from app.deps import ApiCallerDep, StateDep, request_id
 from app.errors import InvalidRequest, NotFound
-from app.orchestrator.service import CallContext
 from app.orchestrator.sse import STREAM_HEADERS
+from app.orchestrator.turn import CallContext
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["agents"])

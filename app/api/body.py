@@ -64,7 +64,7 @@ async def read_model(request: Request, model: type[ModelT]) -> tuple[ModelT, dic
 
 def disconnect_signal(request: Request) -> Callable[[], Awaitable[None]]:
     """A wait that returns when the client goes away (``http.disconnect`` on the ASGI receive
-    channel), for :class:`app.orchestrator.service.CallContext`. Only once the body has been read:
+    channel), for :class:`app.orchestrator.turn.CallContext`. Only once the body has been read:
     from then on the channel has nothing else to give, so waiting on it takes no message meant
     for anyone else."""
     receive = request.receive

@@ -26,7 +26,7 @@ from app.memory.gate import (
 from app.memory.store import MemoryStore, StoredMemory, owner_hash
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.orchestrator.service import Turn
+from app.orchestrator.turn import Turn
 from app.scrub import redact_text
 from app.settings import Settings
 from app.tracing.tracer import Trace

@@ -29,7 +29,7 @@ import orjson
 
 from app.errors import InvalidRequest
 from app.ids import new_id
-from app.orchestrator.service import Generator, Turn
+from app.orchestrator.turn import Generator, Turn
 from app.providers.base import Completion, ProviderRequest, StreamDelta, Usage
 from app.tools.types import ToolResult, ToolRunner, approval_message
 

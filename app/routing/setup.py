@@ -1,22 +1,20 @@
 """Wiring agents and routing into the app: load and validate the policy files, open the stores,
-build the pipeline stages. Called from the lifespan (and, to fail before serving, from
-:func:`app.main.app_from_environment`)."""
+build the routing stage (:mod:`app.orchestrator.stages` puts it in the pipeline). Called from the
+lifespan (and, to fail before serving, from :func:`app.main.app_from_environment`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.agents.registry import FLAG as AGENT_FLAG
 from app.agents.registry import AgentRegistry, load_agents
-from app.agents.stage import AgentStage
 from app.db.connection import Database
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.orchestrator.service import Stage
 from app.policies import PolicySnapshot
 from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
@@ -169,8 +167,7 @@ class Routing:
 
     agents: AgentRegistry
     policy: RouterPolicy
-    stages: list[Stage] = field(default_factory=list)
-    stage: RoutingStage | None = None
+    stage: RoutingStage | None = None  # None unless routing is active (advanced mode or the shadow)
     review: ReviewService | None = None
     cache: IntentCacheStore | None = None
 
@@ -193,7 +190,7 @@ async def open_routing(
     tool_catalog: Mapping[str, str] | None = None,
     tool_policy: ToolPolicy | None = None,
 ) -> Routing:
-    routing = Routing(config.agents, config.policy, stages=[AgentStage(config.agents)])
+    routing = Routing(config.agents, config.policy)
     if not routing_active(settings):
         return routing
     if config.policy.skipped:
@@ -250,7 +247,6 @@ async def open_routing(
     )
     if tool_runner is None and any(rule.target.kind == "tool" for rule in config.policy.rules):
         log.warning("router rules target tools but no tool runner is wired in: those requests go to the model")
-    routing.stages.append(stage)
     routing.stage, routing.review, routing.cache = stage, review, cache
     log.info(
         "routing on",

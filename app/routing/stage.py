@@ -23,7 +23,7 @@ from app.agents.stage import apply_agent
 from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.orchestrator.service import Turn
+from app.orchestrator.turn import Turn
 from app.routing.intent import SEMANTIC, Decision, IntentRouter, signature
 from app.routing.policy import RoutedRequest
 from app.routing.review import ReviewService

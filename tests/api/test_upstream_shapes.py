@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from app.lifespan import AppState
 from app.main import create_app
-from app.orchestrator.service import Turn
+from app.orchestrator.turn import Turn
 from app.providers.base import StreamDelta
 from app.providers.shapes import MAX_TOOL_CALL_INDEX
 from tests.conftest import build_settings, running

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.orchestrator.service import Turn
+from app.orchestrator.turn import Turn
 
 APPROVER = "test-approver-token-9876543210"
 APPROVER_HEADERS = {"Authorization": f"Bearer {APPROVER}"}

@@ -13,7 +13,7 @@ from app.agents.registry import load_agents
 from app.agents.stage import AgentStage, agent_from_model, apply_agent
 from app.auth import ANONYMOUS
 from app.errors import NotFound
-from app.orchestrator.service import CallContext, Decisions, Turn
+from app.orchestrator.turn import CallContext, Decisions, Turn
 from app.policy_files import PolicyFileError
 from app.providers.base import ProviderRequest
 from app.schemas.chat import ChatCompletionRequest

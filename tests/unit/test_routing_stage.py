@@ -14,7 +14,7 @@ from app.auth import Principal
 from app.db.connection import SqliteDatabase
 from app.errors import ServiceUnavailable
 from app.observability.metrics import Metrics
-from app.orchestrator.service import CallContext, Decisions, Turn
+from app.orchestrator.turn import CallContext, Decisions, Turn
 from app.providers.base import ProviderRequest
 from app.routing.intent import Guard, IntentRouter, signature
 from app.routing.policy import load_router_policy, parse_policy
