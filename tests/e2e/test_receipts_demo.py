@@ -41,11 +41,12 @@ def test_the_demo_tours_the_receipts_with_docker() -> None:
     assert "Done: every step did what it says." in out and "SKIPPED" not in out and "Traceback" not in result.stderr
 
 
-def test_without_docker_the_demo_says_so_and_skips_only_the_run() -> None:
+def test_without_docker_the_demo_says_so_and_skips_only_the_sandboxed_step() -> None:
     result = run_demo({"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert "SKIPPED: Docker is not available here" in out and "stdout '285" not in out
+    assert "approval_required" not in out  # the service refuses before asking anyone: no sandbox
     assert "policy_denied:exfiltration" in out
     assert len(re.findall(r"^   verify_receipts\.py: VERIFIED trace ", out, re.M)) >= 2
     assert "Done: every step did what it says." in out
