@@ -34,6 +34,7 @@ help:
 	@echo "make docker     build the service's container image"
 	@echo "make lock       re-resolve the pinned dependency sets (requirements*.lock)"
 	@echo "make routing-report  route the golden set with the router policy: accuracy, confusion table"
+	@echo "make demo       the receipts demo: a tool call, an approval, a denied exfiltration, receipts verified offline"
 	@echo "make embed-model  install the local embedding model of the semantic router (ORCH_SEMANTIC_ROUTER_ENABLED=1)"
 
 $(BIN)/python:
@@ -112,3 +113,8 @@ clean:
 # Routing (docs/routing.md): the router policy against the golden set, figures printed.
 routing-report: $(RUNTIME_STAMP) $(EMBED_MODEL_STAMP)
 	$(BIN)/python scripts/routing_report.py $(ARGS)
+
+# The receipts demo (docs/operations.md): the service started in a temporary directory and toured.
+.PHONY: demo
+demo: $(RUNTIME_STAMP)
+	$(BIN)/python scripts/receipts_demo.py $(ARGS)

@@ -32,6 +32,7 @@ from app.policies import PolicySnapshot
 from app.policy_files import PolicyFileError
 from app.providers.base import LLMProvider
 from app.providers.factory import build_provider
+from app.providers.resilience import BreakerState
 from app.ratelimit import RateLimiter
 from app.readiness import CheckFn, Readiness
 from app.routing.setup import Routing, check_tool_names, load_routing_config, open_routing, register_policies
@@ -172,6 +173,18 @@ async def _build_receipt_tree(store: TraceStore) -> None:
             "built the receipt tree of the existing ledger",
             extra={"nodes": written, "seconds": round(time.perf_counter() - started, 2)},
         )
+
+
+def watch_breaker(provider: LLMProvider, metrics: Metrics) -> None:
+    """``orch_upstream_circuit_open``: 1 while the provider's circuit breaker holds calls back (open,
+    or half-open with its one probe), else 0; always 0 for a provider without an upstream (the
+    demo). Read at scrape time, so an alert sees the state itself, not a rate of 503s."""
+    upstream = getattr(provider, "upstream", None)
+    breaker = getattr(upstream, "breaker", None)
+    gauge = metrics.gauge(
+        "orch_upstream_circuit_open", "1 while the model provider's circuit breaker is open or half-open, else 0."
+    )
+    gauge.set_function(lambda: 0.0 if breaker is None or breaker.state is BreakerState.CLOSED else 1.0)
 
 
 async def open_receipts(
@@ -323,6 +336,7 @@ def lifespan_for(
 
             provider, default_model = build_provider(settings)
             stack.push_async_callback(provider.aclose)
+            watch_breaker(provider, metrics)
             if settings.llm_enabled:
                 # Bounded by ORCH_LLM_HEALTH_TIMEOUT_SEC itself (the backstop just past it).
                 readiness.add("provider", provider_check(provider), timeout=settings.llm_health_timeout_sec + 1)
