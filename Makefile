@@ -77,13 +77,15 @@ embed-model: $(EMBED_MODEL_STAMP)
 
 # Everything the suite needs beyond Python packages (llama.cpp's server comes prebuilt in the
 # xllamacpp wheel of requirements-dev.lock): a Docker engine, installed with apt (as root) and
-# started if missing, Debian's chromium for the browser tests (apt, as root), and the sandbox image
+# started if missing, Debian's chromium for the browser tests and docker-compose and promtool for
+# the deployment files' tests (apt, as root), and the sandbox image
 # (whose root filesystem the service image reuses too), built offline once with debootstrap (as
 # root, ~2 min). The scripts are idempotent, print one summary line each, and take ~0.1 s when
 # everything is already there.
 test-deps: $(DEV_STAMP) $(MODEL_STAMP) $(EMBED_MODEL_STAMP)
 	@scripts/ensure_docker.sh
 	@scripts/ensure_chromium.sh
+	@scripts/ensure_deploy_tools.sh
 	@scripts/build_sandbox_image.sh
 
 test: test-deps
