@@ -141,14 +141,20 @@ def verify_offline(client: httpx.Client, trace_id: str, directory: Path, label: 
     trace = bundle.get("trace") if isinstance(bundle.get("trace"), dict) else {}
     head = trace.get("head_hash") or bundle.get("head_hash")
     say(f"   exported {path.name}: trace {trace.get('id', trace_id)}, head hash {head}")
+    # The key pins who signed the checkpoint the bundle's proof leads to (v2 bundles carry both).
+    key = client.get("/v1/trust/public-key").json()["verifier_key"]
     checked = subprocess.run(
-        [sys.executable, str(VERIFIER), str(path)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, str(VERIFIER), str(path), "--key", key],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     for line in (checked.stdout + checked.stderr).strip().splitlines():
         say(f"   verify_receipts.py: {line}")
     if checked.returncode != 0:
         raise DemoFailed(f"the offline verifier did not verify {path.name} (exit status {checked.returncode})")
-    say("   -> verified offline: every step's hash recomputed, linked, and matching the head.")
+    say("   -> verified offline: the chain, its ledger entry, the proof into the signed log, the signature.")
 
 
 def tool_call(owner: httpx.Client) -> str:
