@@ -27,9 +27,9 @@ from app.memory.store import MemoryStore, StoredMemory, owner_hash
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.turn import Turn
+from app.receipts.tracer import Trace
 from app.scrub import redact_text
 from app.settings import Settings
-from app.tracing.tracer import Trace
 
 log = get_logger("memory")
 

@@ -25,8 +25,8 @@ from app.orchestrator.sse import DONE, ChunkWriter
 from app.orchestrator.turn import CallContext, Decisions, Generator, Stage, Turn
 from app.policies import PolicySnapshot
 from app.providers.base import Completion, LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
+from app.receipts.tracer import Trace, Tracer
 from app.schemas.chat import ChatCompletionRequest
-from app.tracing.tracer import Trace, Tracer
 
 log = get_logger("orchestrator")
 

@@ -29,6 +29,7 @@ import orjson
 from app.auth import Principal
 from app.observability.logging import get_logger
 from app.policies import PolicySnapshot
+from app.receipts.tracer import Trace
 from app.scrub import cap_text, redact_text
 from app.timefmt import iso_utc
 from app.tools.approvals import ApprovalStore, NotReviewable, TooManyPending, approval_ref
@@ -36,7 +37,6 @@ from app.tools.policy import REQUIRE_APPROVAL, Decision, ToolPolicy
 from app.tools.registry import ToolFailure, ToolRegistry, ToolSpec, args_hash
 from app.tools.sandbox import SandboxJob, SandboxOutcome, SandboxUnavailable, ToolSandbox
 from app.tools.types import ToolResult
-from app.tracing.tracer import Trace
 
 log = get_logger("tools")
 

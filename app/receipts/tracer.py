@@ -28,10 +28,10 @@ import orjson
 from app.ids import new_time_uuid
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
+from app.receipts.chain import GENESIS, link
+from app.receipts.store import Finish, StepRow, TraceRow, TraceStore
 from app.scrub import scrub
 from app.timefmt import iso_now, iso_utc
-from app.tracing.chain import GENESIS, link
-from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 
 log = get_logger("tracing")
 
