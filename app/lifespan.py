@@ -35,15 +35,15 @@ from app.providers.factory import build_provider
 from app.providers.resilience import BreakerState
 from app.ratelimit import RateLimiter
 from app.readiness import CheckFn, Readiness
+from app.receipts.checkpoints import Checkpointer, SigningKeyError, load_or_create_signer
+from app.receipts.retention import PruneLog, RetentionJob, migrate_retention
+from app.receipts.retention import prepare as prepare_retention
+from app.receipts.store import TraceStore, TreeIncomplete
+from app.receipts.tracer import Tracer
+from app.receipts.trust import TrustService
 from app.routing.setup import Routing, check_tool_names, load_routing_config, open_routing, register_policies
 from app.settings import Settings, parse_principals
 from app.tools.service import Tools, open_tools, register_tool_policy
-from app.tracing.checkpoints import Checkpointer, SigningKeyError, load_or_create_signer
-from app.tracing.retention import PruneLog, RetentionJob, migrate_retention
-from app.tracing.retention import prepare as prepare_retention
-from app.tracing.store import TraceStore, TreeIncomplete
-from app.tracing.tracer import Tracer
-from app.tracing.trust import TrustService
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.tracing.chain import canonical
+from app.receipts.chain import canonical
 
 _MISSING = "missing"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.db.connection import Database, PostgresDatabase, SqliteDatabase
-from app.tracing.chain import GENESIS, ledger_canonical
-from app.tracing.merkle import (
+from app.receipts.chain import GENESIS, ledger_canonical
+from app.receipts.merkle import (
     complete_parts,
     consistency_ranges,
     inclusion_ranges,
@@ -32,7 +32,7 @@ from app.tracing.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from app.tracing.store import TraceStore, entry_leaf
+from app.receipts.store import TraceStore, entry_leaf
 
 PROOFS = 1000
 INSERT_PAGE = 10_000

@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.db.registry import Databases
 from app.observability.metrics import Metrics
-from app.tracing.store import TraceStore
-from app.tracing.tracer import Tracer
+from app.receipts.store import TraceStore
+from app.receipts.tracer import Tracer
 
 TRACES = 20_000
 STEPS_PER_TRACE = 4  # request + 3 (a demo chat writes 2, with the memory gate 3, a tool call more)

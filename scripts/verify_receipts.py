@@ -59,10 +59,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.tracing.attest import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, open_envelope, pae
-from app.tracing.chain import GENESIS, UNRECORDED, Verdict, entry_canonical, verify_ledger, verify_trace
-from app.tracing.merkle import leaf_hash, verify_consistency, verify_inclusion
-from app.tracing.notes import Checkpoint, NoteError, Verifier, parse_checkpoint, parse_verifier_key, split_note
+from app.receipts.attest import PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE, open_envelope, pae
+from app.receipts.chain import GENESIS, UNRECORDED, Verdict, entry_canonical, verify_ledger, verify_trace
+from app.receipts.merkle import leaf_hash, verify_consistency, verify_inclusion
+from app.receipts.notes import Checkpoint, NoteError, Verifier, parse_checkpoint, parse_verifier_key, split_note
 
 try:
     from cryptography.exceptions import InvalidSignature

@@ -19,7 +19,7 @@ from app.api.openapi import CONFLICT, NOT_FOUND, json_body_doc
 from app.auth import OWNER_ID, Principal
 from app.deps import ApiCallerDep, StateDep
 from app.errors import PermissionDenied, ServiceUnavailable
-from app.tracing.trust import TrustService
+from app.receipts.trust import TrustService
 
 router = APIRouter(prefix="/v1", tags=["receipts"])
 

@@ -27,9 +27,10 @@ from app.memory.store import MemoryStore, StoredMemory, owner_hash
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.turn import Turn
+from app.receipts.steps import MemoryDecisionStep
+from app.receipts.tracer import Trace
 from app.scrub import redact_text
 from app.settings import Settings
-from app.tracing.tracer import Trace
 
 log = get_logger("memory")
 
@@ -120,10 +121,12 @@ class MemoryService:
             return Outcome(DENY_ERROR, verdict)
         return Outcome(ALLOW_DEDUPE_UPDATE if result.deduped else verdict.reason, verdict, result.id)
 
-    def record(self, trace: Trace, outcome: Outcome, *, conversation: bool, source: str, **extra: Any) -> None:
+    def record(
+        self, trace: Trace, outcome: Outcome, *, conversation: bool, source: str, detail: str | None = None
+    ) -> None:
         """The ``memory_decision`` receipt step: the same reason as the response, no content."""
         verdict = outcome.verdict
-        payload: dict[str, Any] = {
+        payload: MemoryDecisionStep = {
             "decision": "allow" if outcome.allowed else "deny",
             "reason": outcome.reason,
             "explicit_intent": verdict.explicit_intent,
@@ -133,8 +136,9 @@ class MemoryService:
             "ttl_minutes": self.ttl_minutes,
             "scope": "conversation" if conversation else "global",
             "source": source,
-            **extra,
         }
+        if detail is not None:
+            payload["detail"] = detail
         if outcome.candidate_id is not None:
             payload["candidate_id_hash"] = candidate_id_hash(outcome.candidate_id)
         trace.step("memory_decision", payload)

@@ -25,8 +25,9 @@ from app.orchestrator.sse import DONE, ChunkWriter
 from app.orchestrator.turn import CallContext, Decisions, Generator, Stage, Turn
 from app.policies import PolicySnapshot
 from app.providers.base import Completion, LLMProvider, ModelCard, ProviderRequest, StreamDelta, Usage
+from app.receipts.steps import LlmProviderStep
+from app.receipts.tracer import Trace, Tracer
 from app.schemas.chat import ChatCompletionRequest
-from app.tracing.tracer import Trace, Tracer
 
 log = get_logger("orchestrator")
 
@@ -202,9 +203,13 @@ class Orchestrator:
         truncated: bool,
         usage: Usage | None,
         stream: bool,
-        **extra: Any,
-    ) -> dict[str, Any]:
-        receipt: dict[str, Any] = {
+        outcome: str,
+        choices: int | None = None,
+        timed_first_piece: bool = False,
+        first_piece_ms: float | None = None,
+    ) -> LlmProviderStep:
+        """``choices`` only when there were several; ``first_piece_ms`` only for streams."""
+        receipt: LlmProviderStep = {
             "provider": self.provider.name,
             "model": model,
             "stream": stream,
@@ -213,14 +218,18 @@ class Orchestrator:
             "finish_reason": finish_reason,
             "truncated": truncated,
             "usage": usage.as_dict() if usage else None,
+            "outcome": outcome,
         }
-        receipt.update(extra)
+        if choices is not None:
+            receipt["choices"] = choices
+        if timed_first_piece:
+            receipt["first_piece_ms"] = first_piece_ms
         return receipt
 
-    def _left_receipt(self, request: ProviderRequest, started: float, *, stream: bool) -> dict[str, Any]:
+    def _left_receipt(self, request: ProviderRequest, started: float, *, stream: bool) -> LlmProviderStep:
         """The provider step of a request whose caller left before the answer (or the stream's
         first piece): the upstream call was stopped then."""
-        receipt = self._provider_receipt(
+        return self._provider_receipt(
             request,
             model=request.model,
             started=started,
@@ -229,10 +238,8 @@ class Orchestrator:
             usage=None,
             stream=stream,
             outcome="client_disconnected",
+            timed_first_piece=stream,
         )
-        if stream:
-            receipt["first_piece_ms"] = None
-        return receipt
 
     async def complete(self, chat: ChatCompletionRequest, raw: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Answer in one piece: a ``chat.completion`` with the orchestrator fields."""
@@ -249,7 +256,6 @@ class Orchestrator:
                 truncated = self._capped(completion)
                 for other in completion.others:
                     self._capped(other)
-                counted = {"choices": 1 + len(completion.others)} if completion.others else {}
                 trace.step(
                     "llm_provider",
                     self._provider_receipt(
@@ -261,7 +267,7 @@ class Orchestrator:
                         usage=completion.usage,
                         stream=False,
                         outcome="completed",
-                        **counted,
+                        choices=1 + len(completion.others) if completion.others else None,
                     ),
                 )
         except BaseException as exc:
@@ -440,8 +446,9 @@ class Orchestrator:
                 usage=relay.usage,
                 stream=True,
                 outcome=relay.outcome,
+                choices=relay.choices if relay.choices > 1 else None,
+                timed_first_piece=True,
                 first_piece_ms=relay.first_piece_ms,
-                **({"choices": relay.choices} if relay.choices > 1 else {}),
             ),
         )
         relay.trace.end()

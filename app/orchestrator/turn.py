@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from app.auth import Principal
     from app.orchestrator.disconnect import CallerGone
     from app.providers.base import Completion, ProviderRequest, StreamDelta
+    from app.receipts.tracer import Trace
     from app.schemas.chat import ChatCompletionRequest
-    from app.tracing.tracer import Trace
 
 
 @dataclass(slots=True)

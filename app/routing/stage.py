@@ -14,7 +14,7 @@ routing in basic mode) without acting; agreements and mismatches are counted in 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -24,6 +24,7 @@ from app.errors import ServiceUnavailable
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.turn import Turn
+from app.receipts.steps import IntentRouterStep, RouteDecisionStep, SemanticRouterStep
 from app.routing.intent import SEMANTIC, Decision, IntentRouter, signature
 from app.routing.policy import RoutedRequest
 from app.routing.review import ReviewService
@@ -160,13 +161,15 @@ class RoutingStage:
     def _record_semantic(turn: Turn, decision: Decision, **extra: Any) -> None:
         scores = decision.evidence.get(SEMANTIC)
         if scores is not None:  # the candidates and their scores, best first (tool names, never the message)
-            turn.trace.step("semantic_router", {**scores, "decided": decision.tier == SEMANTIC, **extra})
+            turn.trace.step(
+                "semantic_router", cast(SemanticRouterStep, {**scores, "decided": decision.tier == SEMANTIC, **extra})
+            )
 
     def _record_intent(self, turn: Turn, decision: Decision, **extra: Any) -> None:
         details = decision.as_dict(self.router.policy_hash)
         details.update(extra)
         receipt = {key: value for key, value in details.items() if key != "tool_params"}
-        turn.trace.step("intent_router", {**receipt, **params_receipt(decision.params)})
+        turn.trace.step("intent_router", cast(IntentRouterStep, {**receipt, **params_receipt(decision.params)}))
         if self.expose or turn.ctx.debug:
             turn.decisions.extra["intent_decision"] = details
 
@@ -211,7 +214,7 @@ class RoutingStage:
         step = {key: value for key, value in route.items() if key != "params"}
         step.update(params_receipt(decision.params))
         step.update(route=decision.label, gap=decision.gap, outcome=outcome, decision_id=decision.decision_id)
-        turn.trace.step("route_decision", step)
+        turn.trace.step("route_decision", cast(RouteDecisionStep, step))
 
     async def _act(self, turn: Turn, decision: Decision, request: RoutedRequest) -> None:
         target = decision.target

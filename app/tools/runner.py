@@ -29,6 +29,8 @@ import orjson
 from app.auth import Principal
 from app.observability.logging import get_logger
 from app.policies import PolicySnapshot
+from app.receipts.steps import ToolApprovalStep, ToolResultStep
+from app.receipts.tracer import Trace
 from app.scrub import cap_text, redact_text
 from app.timefmt import iso_utc
 from app.tools.approvals import ApprovalStore, NotReviewable, TooManyPending, approval_ref
@@ -36,7 +38,6 @@ from app.tools.policy import REQUIRE_APPROVAL, Decision, ToolPolicy
 from app.tools.registry import ToolFailure, ToolRegistry, ToolSpec, args_hash
 from app.tools.sandbox import SandboxJob, SandboxOutcome, SandboxUnavailable, ToolSandbox
 from app.tools.types import ToolResult
-from app.tracing.tracer import Trace
 
 log = get_logger("tools")
 
@@ -146,8 +147,11 @@ class GuardedToolRunner:
             extra["policy_decision"] = decision.as_dict()
 
         def refused(error: str, **fields: Any) -> ToolResult:
-            step = {"tool": name, "status": "error", "error": error, "args_hash": digest}
-            step.update({k: v for k, v in fields.items() if k in ("approval_reason", "exit_code")})
+            step: ToolResultStep = {"tool": name, "status": "error", "error": error, "args_hash": digest}
+            if "approval_reason" in fields:
+                step["approval_reason"] = fields["approval_reason"]
+            if "exit_code" in fields:
+                step["exit_code"] = fields["exit_code"]
             trace.step("tool_result", step)
             return {"status": "error", "tool": name, "error": error, **fields, **extra}
 
@@ -168,7 +172,7 @@ class GuardedToolRunner:
         result = await self._execute(spec, args)
         result.update(extra)
         output_hash = hashlib.sha256(orjson.dumps(result.get("result"), option=orjson.OPT_SORT_KEYS)).hexdigest()
-        step = {
+        done: ToolResultStep = {
             "tool": name,
             "status": result["status"],
             "error": result.get("error"),
@@ -179,8 +183,8 @@ class GuardedToolRunner:
             "output_sha256": output_hash,
         }
         if "exit_code" in result:
-            step["exit_code"] = result["exit_code"]
-        trace.step("tool_result", step)
+            done["exit_code"] = result["exit_code"]
+        trace.step("tool_result", done)
         return result
 
     async def _approval(
@@ -235,7 +239,7 @@ class GuardedToolRunner:
                 }
             except NotReviewable as refused:
                 reason = "arguments_not_reviewable"
-                step = {"tool": spec.name, "approved": False, "reason": reason, "why": refused.why}
+                step: ToolApprovalStep = {"tool": spec.name, "approved": False, "reason": reason, "why": refused.why}
                 trace.step("tool_approval", step)
                 return {"approval_reason": reason, "detail": refused.detail}
         except Exception as exc:

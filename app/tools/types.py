@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from app.auth import Principal
-from app.tracing.tracer import Trace
+from app.receipts.tracer import Trace
 
 ToolResult = dict[str, Any]
 """``{"status": "ok", "tool", "result", "truncated", ...}`` or

@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.lifespan import AppState
-from app.tracing.chain import GENESIS, entry_canonical, link
-from app.tracing.notes import Signer, split_note
+from app.receipts.chain import GENESIS, entry_canonical, link
+from app.receipts.notes import Signer, split_note
 from tests.api.test_receipts import chat, panel, run_verifier
 from tests.conftest import Backend, assert_envelope
 
@@ -387,7 +387,7 @@ async def test_ledger_verify_reads_the_traces_in_bulk(
     app_factory: Callable[..., FastAPI], backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every listed trace is verified, a few at a time (here 2 per read), not one query each."""
-    import app.tracing.trust as trust_module
+    import app.receipts.trust as trust_module
 
     monkeypatch.setattr(trust_module, "TRACES_PER_READ", 2)
     async with panel(app_factory, backend, **SETTINGS) as (client, state):

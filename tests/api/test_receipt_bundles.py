@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
-from app.tracing.notes import Signer
+from app.receipts.notes import Signer
 from tests.api.test_receipt_binding import SETTINGS, sign
 from tests.api.test_receipts import ROOT, chat, panel
 from tests.conftest import Backend, assert_envelope

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI
 
 from app.lifespan import AppState, StartupError
-from app.tracing.chain import entry_canonical
+from app.receipts.chain import entry_canonical
 from tests.api.test_receipts import CHAT, HELLO, chat, panel
 from tests.conftest import Backend, assert_envelope, running
 from tests.unit.test_merkle import Rfc, rfc_verify_consistency, rfc_verify_inclusion

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 
 from app.db.connection import PostgresDatabase
 from app.db.migrations import migrate
-from app.tracing.chain import entry_canonical
-from app.tracing.store import COMPONENT, MIGRATIONS
+from app.receipts.chain import entry_canonical
+from app.receipts.store import COMPONENT, MIGRATIONS
 from tests.api.test_receipt_bundles import offline
 from tests.api.test_receipts import CHAT, HELLO, panel
 from tests.conftest import Backend

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import app.tracing.trust as trust_module
+import app.receipts.trust as trust_module
 from app.lifespan import AppState
-from app.tracing.chain import link
+from app.receipts.chain import link
 from tests.conftest import Backend, assert_envelope, running
 from tests.fakes.tcp_proxy import tcp_proxy
 
@@ -280,7 +280,7 @@ async def test_deleted_newest_ledger_entries_are_detected_after_an_upgrade_from_
     """Versions before 6c4b682 gave traces random (version 4) ids, most of which sort after every
     time-ordered id: on a database they wrote, "the newest traces by id" were old ones forever,
     and the newest ledger entries could be deleted unseen."""
-    import app.tracing.tracer as tracer_module
+    import app.receipts.tracer as tracer_module
     from app.ids import new_time_uuid, new_uuid
 
     monkeypatch.setattr(trust_module, "RECENT_TRACES_CHECKED", 2)

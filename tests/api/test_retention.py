@@ -20,8 +20,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.lifespan import AppState
+from app.receipts.retention import RetentionJob
 from app.settings import Settings
-from app.tracing.retention import RetentionJob
 from tests.api.test_receipt_log import FAST, checkpoint_of, fill, get, ledger_entries, open_signed_note, unb64
 from tests.api.test_receipts import CHAT, HELLO, chat, panel, run_verifier, verify
 from tests.conftest import Backend, assert_envelope

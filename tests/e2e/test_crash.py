@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.tracing.chain import verify_steps, verify_trace
+from app.receipts.chain import verify_steps, verify_trace
 from tests.e2e.server import E2E_TOKEN, LiveServer
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.auth import Principal
-from app.tracing.tracer import Trace
+from app.receipts.tracer import Trace
 
 _OPS: dict[type, Any] = {
     ast.Add: operator.add,

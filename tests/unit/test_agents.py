@@ -16,9 +16,9 @@ from app.errors import NotFound
 from app.orchestrator.turn import CallContext, Decisions, Turn
 from app.policy_files import PolicyFileError
 from app.providers.base import ProviderRequest
+from app.receipts.tracer import Trace
 from app.schemas.chat import ChatCompletionRequest
 from app.settings import SHIPPED_AGENT_DIR
-from app.tracing.tracer import Trace
 
 VALID = "name: Nova\nsystem_prompt: You are Nova.\n"
 

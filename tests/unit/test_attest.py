@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.tracing.attest import decisions, pae
+from app.receipts.attest import decisions, pae
 
 
 def test_pae_is_the_dsse_specification_vector() -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.tracing.chain import GENESIS, canonical, entry_canonical, ledger_canonical, link, verify_ledger
+from app.receipts.chain import GENESIS, canonical, entry_canonical, ledger_canonical, link, verify_ledger
 
 TRACE = "0190f2c4-5b6e-7c3d-8e9f-a1b2c3d4e5f6"
 AT = "2026-12-08T01:00:00.123456+00:00"

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from app.tracing import logcheck
-from app.tracing.merkle import Node, leaf_hash, root_of
+from app.receipts import logcheck
+from app.receipts.merkle import Node, leaf_hash, root_of
 from tests.unit.test_merkle import Rfc
 
 

@@ -10,7 +10,7 @@ from functools import cache
 
 import pytest
 
-from app.tracing import merkle
+from app.receipts import merkle
 
 
 def sha(data: bytes) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.tracing.notes import (
+from app.receipts.notes import (
     NoteError,
     Signer,
     checkpoint_body,

@@ -15,8 +15,8 @@ from app.orchestrator.service import Orchestrator, ProviderGenerator
 from app.orchestrator.tool_loop import ToolLoopGenerator
 from app.orchestrator.turn import CallContext, Generator, Stage, Turn
 from app.policies import PolicySnapshot
+from app.receipts.tracer import Tracer
 from app.schemas.chat import ChatCompletionRequest
-from app.tracing.tracer import Tracer
 from tests.conftest import running
 from tests.fakes.scripted_provider import Reply, ScriptedProvider, ToolCall, text, tool_call
 from tests.fakes.tools import RecordingToolRunner

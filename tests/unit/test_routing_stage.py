@@ -16,6 +16,7 @@ from app.errors import ServiceUnavailable
 from app.observability.metrics import Metrics
 from app.orchestrator.turn import CallContext, Decisions, Turn
 from app.providers.base import ProviderRequest
+from app.receipts.tracer import Trace
 from app.routing.intent import Guard, IntentRouter, signature
 from app.routing.policy import load_router_policy, parse_policy
 from app.routing.review import ReviewService
@@ -24,7 +25,6 @@ from app.routing.stage import RoutingStage, format_result
 from app.routing.store import IntentCacheStore, ReviewStore
 from app.schemas.chat import ChatCompletionRequest
 from app.settings import SHIPPED_AGENT_DIR, SHIPPED_ROUTER_POLICY
-from app.tracing.tracer import Trace
 from tests.fakes.tools import RecordingToolRunner
 
 AGENTS = load_agents(SHIPPED_AGENT_DIR)

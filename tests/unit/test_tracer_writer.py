@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 from app.observability.metrics import Metrics
-from app.tracing.store import Finish, StepRow, TraceRow
-from app.tracing.tracer import Tracer
+from app.receipts.store import Finish, StepRow, TraceRow
+from app.receipts.tracer import Tracer
 
 
 class RecordingStore:

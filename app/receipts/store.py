@@ -10,8 +10,8 @@ from app.db.connection import Database, PostgresDatabase, Row, SqliteDatabase, S
 from app.db.migrations import Migration, migrate
 from app.ids import time_uuid_ceiling
 from app.observability.logging import get_logger
-from app.tracing.chain import GENESIS, entry_canonical, ledger_canonical, link
-from app.tracing.merkle import EMPTY_ROOT, Node, complete_parts, leaf_hash, node_hash, range_hash, root_of
+from app.receipts.chain import GENESIS, entry_canonical, ledger_canonical, link
+from app.receipts.merkle import EMPTY_ROOT, Node, complete_parts, leaf_hash, node_hash, range_hash, root_of
 
 log = get_logger("tracing")
 

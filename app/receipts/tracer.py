@@ -19,19 +19,21 @@ import functools
 import gc
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 import orjson
 
 from app.ids import new_time_uuid
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
+from app.receipts import steps
+from app.receipts.chain import GENESIS, link
+from app.receipts.steps import StepType
+from app.receipts.store import Finish, StepRow, TraceRow, TraceStore
 from app.scrub import scrub
 from app.timefmt import iso_now, iso_utc
-from app.tracing.chain import GENESIS, link
-from app.tracing.store import Finish, StepRow, TraceRow, TraceStore
 
 log = get_logger("tracing")
 
@@ -56,7 +58,7 @@ class _Record:
 
     trace_id: str
     begin: _Begin | None
-    steps: list[tuple[str, float, dict[str, Any]]]  # (step_type, time.time(), payload)
+    steps: list[tuple[str, float, Mapping[str, Any]]]  # (step_type, time.time(), payload)
     ended: bool
 
 
@@ -106,9 +108,41 @@ class Trace:
         self._tracer = tracer
         self.id = trace_id
         self._begin = begin
-        self._steps: list[tuple[str, float, dict[str, Any]]] = []
+        self._steps: list[tuple[str, float, Mapping[str, Any]]] = []
 
-    def step(self, step_type: str, payload: dict[str, Any]) -> None:
+    @overload
+    def step(self, step_type: Literal["request"], payload: steps.RequestStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["policy_snapshot"], payload: steps.PolicySnapshotStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["llm_provider"], payload: steps.LlmProviderStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["error"], payload: steps.ErrorStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["agent"], payload: steps.AgentStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["route_decision"], payload: steps.RouteDecisionStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["intent_router"], payload: steps.IntentRouterStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["semantic_router"], payload: steps.SemanticRouterStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["tool_round"], payload: steps.ToolRoundStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["tool_result"], payload: steps.ToolResultStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["tool_approval"], payload: steps.ToolApprovalStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["tool_approval_decision"], payload: steps.ToolApprovalDecisionStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["memory_decision"], payload: steps.MemoryDecisionStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["memory_recall"], payload: steps.MemoryRecallStep) -> None: ...
+    @overload
+    def step(self, step_type: Literal["memory_delete"], payload: steps.MemoryDeleteStep) -> None: ...
+    def step(self, step_type: StepType, payload: Mapping[str, Any]) -> None:
+        """Record a step; its payload is the step type's TypedDict (app/receipts/steps.py), checked
+        by mypy only: nothing is validated here, on every request's path."""
         if self._tracer is not None:
             self._steps.append((step_type, time.time(), payload))
 
@@ -195,7 +229,7 @@ class Tracer:
         """Open a trace and record its ``request`` step. With tracing off the id is the request id."""
         if not self.enabled:
             return Trace(None, request_id)
-        request = {"route": route, "stream": stream, "principal": principal, "request_id": request_id}
+        request: dict[str, Any] = {"route": route, "stream": stream, "principal": principal, "request_id": request_id}
         if extra:
             request.update(extra)
         now = time.time()
@@ -312,7 +346,7 @@ class Tracer:
             self._lost.clear()  # bounded; an end that never comes must not grow it forever
         self._lost.add(trace_id)
 
-    def _payload_json(self, value: dict[str, Any]) -> str:
+    def _payload_json(self, value: Mapping[str, Any]) -> str:
         """The payload as canonical JSON, redacted (and capped) before anything is stored."""
         cleaned = scrub(value, pii=self.redact_pii, max_chars=STORED_VALUE_MAX_CHARS)
         return orjson.dumps(cleaned, option=_CANONICAL, default=str).decode()

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.tracing.merkle import Node, complete_parts, node_hash, range_hash, root_of
-from app.tracing.notes import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint
-from app.tracing.store import TraceStore, TreeIncomplete
+from app.receipts.merkle import Node, complete_parts, node_hash, range_hash, root_of
+from app.receipts.notes import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint
+from app.receipts.store import TraceStore, TreeIncomplete
 
 WITNESS_TAIL_BYTES = 1 << 17  # the end of the witness file that is read: its last few hundred checkpoints
 

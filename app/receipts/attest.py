@@ -4,7 +4,7 @@ in a DSSE envelope signed with the receipt log's Ed25519 key, for people who alr
 or Sigstore tooling.
 
 Standard library only (``scripts/verify_receipts.py`` checks envelopes with it); the signature
-itself is made by :class:`app.tracing.notes.Signer` and checked with ``cryptography``.
+itself is made by :class:`app.receipts.notes.Signer` and checked with ``cryptography``.
 
 DSSE signs the pre-authentication encoding, never the payload alone, so that a signature made for
 one payload type cannot pass for another:

@@ -49,8 +49,8 @@ from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction, 
 from app.db.migrations import Migration, migrate
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.tracing.chain import Verdict, canonical, verify_ledger, verify_trace
-from app.tracing.notes import NoteError, Signer, Verifier, open_note, split_note
+from app.receipts.chain import Verdict, canonical, verify_ledger, verify_trace
+from app.receipts.notes import NoteError, Signer, Verifier, open_note, split_note
 
 log = get_logger("tracing")
 

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from app.observability.logging import get_logger
-from app.tracing.notes import NoteError, Signer, checkpoint_body
-from app.tracing.store import TraceStore, TreeIncomplete
+from app.receipts.notes import NoteError, Signer, checkpoint_body
+from app.receipts.store import TraceStore, TreeIncomplete
 
 log = get_logger("tracing")
 

@@ -12,12 +12,11 @@ import orjson
 
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
-from app.scrub import cap_text
-from app.tracing import attest
-from app.tracing.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
-from app.tracing.checkpoints import Checkpointer, checkpoint_view
-from app.tracing.logcheck import LogProblem, check_log, open_checkpoint, witness_tail
-from app.tracing.merkle import (
+from app.receipts import attest
+from app.receipts.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
+from app.receipts.checkpoints import Checkpointer, checkpoint_view
+from app.receipts.logcheck import LogProblem, check_log, open_checkpoint, witness_tail
+from app.receipts.merkle import (
     Node,
     Range,
     complete_parts,
@@ -26,10 +25,11 @@ from app.tracing.merkle import (
     range_hash,
     verify_inclusion,
 )
-from app.tracing.notes import NoteError, Verifier, parse_verifier_key
-from app.tracing.retention import PruneLog, pruned_verdict
-from app.tracing.store import TraceStore, TreeIncomplete, entry_leaf
-from app.tracing.tracer import Tracer
+from app.receipts.notes import NoteError, Verifier, parse_verifier_key
+from app.receipts.retention import PruneLog, pruned_verdict
+from app.receipts.store import TraceStore, TreeIncomplete, entry_leaf
+from app.receipts.tracer import Tracer
+from app.scrub import cap_text
 
 TRACE_BUNDLE = "orchestrators.receipt.v2"
 LEDGER_BUNDLE = "orchestrators.ledger.v1"
