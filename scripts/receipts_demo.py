@@ -36,7 +36,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.tracing import merkle, notes  # noqa: E402 (the checkout's own modules, after sys.path)
+from app.receipts import merkle, notes  # noqa: E402 (the checkout's own modules, after sys.path)
 
 SHIPPED_POLICY = ROOT / "policies" / "tool_policy.yaml"
 VERIFIER = ROOT / "scripts" / "verify_receipts.py"
