@@ -1,4 +1,7 @@
-"""Dependencies and their ``Annotated`` aliases: how routers reach the app state and the caller.
+"""Dependencies and their ``Annotated`` aliases: how routers reach the services and the caller.
+
+Routers take one service per resource (``ToolsDep``, ``MemoryDep``, ``ReviewDep``, ``AgentsDep``)
+and the principal; only this module reads ``request.app.state``.
 
 The caller is derived once per request, here: the API switch, bearer auth and the rate limit are
 one dependency so that a protected route pays for a single dependency call.
@@ -17,6 +20,7 @@ from app.lifespan import AppState
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
 from app.orchestrator.service import Orchestrator
 from app.settings import Settings
+from app.tools.service import Tools
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
@@ -36,6 +40,10 @@ async def get_settings(request: Request) -> Settings:
 
 async def get_orchestrator(request: Request) -> Orchestrator:
     return app_state(request).orchestrator
+
+
+async def get_tools(request: Request) -> Tools:
+    return app_state(request).tools
 
 
 def request_id(request: Request) -> str:
@@ -151,6 +159,7 @@ async def approver(request: Request) -> Principal:
 StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+ToolsDep = Annotated[Tools, Depends(get_tools)]
 AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]

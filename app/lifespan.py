@@ -317,7 +317,7 @@ def lifespan_for(
 
             # Tools: registry, tool policy, approvals, sandbox, the guarded runner.
             approvals_db = await open_database(databases, settings.tool_approval_db_path)
-            tools = await open_tools(settings, approvals_db, policies, tracing=tracer.enabled)
+            tools = await open_tools(settings, approvals_db, policies, tracer=tracer)
             stack.push_async_callback(tools.aclose)
             tools.add_readiness(readiness, required=settings.tool_sandbox_required)
 

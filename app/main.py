@@ -26,6 +26,7 @@ from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
+from app.schemas import tools as tools_schemas
 from app.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 DESCRIPTION = (
@@ -87,7 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             echo.EchoRequest,
             trust.AuditRequest,
             review.ResolveRequest,
-            *tools.MODELS,
+            *tools_schemas.MODELS,
             memory.MemoryCreateRequest,
         ],
         {chat.PATH: chat.OPENAPI},
