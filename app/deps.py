@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from app.auth import ANONYMOUS, ROLE_APPROVER, ROLE_CALLER, Principal
 from app.errors import AuthenticationFailed, PermissionDenied, RateLimited, ServiceUnavailable
 from app.lifespan import AppState
+from app.memory.service import MemoryService
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
 from app.orchestrator.service import Orchestrator
 from app.settings import Settings
@@ -44,6 +45,14 @@ async def get_orchestrator(request: Request) -> Orchestrator:
 
 async def get_tools(request: Request) -> Tools:
     return app_state(request).tools
+
+
+async def get_memory(request: Request, _: Annotated[Principal, Depends(api_caller)]) -> MemoryService:
+    """The memory service, once the caller is known: with memory off, 503 naming the flag (after
+    auth, so that strangers cannot tell)."""
+    memory = app_state(request).memory
+    memory.require_enabled()
+    return memory
 
 
 def request_id(request: Request) -> str:
@@ -160,6 +169,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 ToolsDep = Annotated[Tools, Depends(get_tools)]
+MemoryDep = Annotated[MemoryService, Depends(get_memory)]
 AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]

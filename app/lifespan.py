@@ -255,7 +255,13 @@ async def open_receipts(
 
 
 async def open_memory(
-    settings: Settings, *, databases: Databases, readiness: Readiness, metrics: Metrics, stack: AsyncExitStack
+    settings: Settings,
+    *,
+    databases: Databases,
+    readiness: Readiness,
+    metrics: Metrics,
+    tracer: Tracer,
+    stack: AsyncExitStack,
 ) -> MemoryService:
     """The memory store (only when ORCH_MEMORY_ENABLED=1: no file is created otherwise) and its
     TTL purge task, stopped before the databases close."""
@@ -265,7 +271,7 @@ async def open_memory(
         store = MemoryStore(db, dedupe_window_seconds=settings.memory_dedupe_window_minutes * 60)
         await store.migrate()
         readiness.add("memory_database", database_check(db))
-    memory = MemoryService(store, settings, metrics)
+    memory = MemoryService(store, settings, metrics, tracer=tracer)
     await memory.start()
     stack.push_async_callback(memory.stop)
     return memory
@@ -343,7 +349,9 @@ def lifespan_for(
                     tool_catalog={spec.name: spec.description for spec in tools.registry.specs()},
                     tool_policy=tools.policy,
                 )
-            memory = await open_memory(settings, databases=databases, readiness=readiness, metrics=metrics, stack=stack)
+            memory = await open_memory(
+                settings, databases=databases, readiness=readiness, metrics=metrics, tracer=tracer, stack=stack
+            )
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,

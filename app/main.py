@@ -26,6 +26,7 @@ from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
+from app.schemas import memory as memory_schemas
 from app.schemas import tools as tools_schemas
 from app.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
@@ -89,7 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
             trust.AuditRequest,
             review.ResolveRequest,
             *tools_schemas.MODELS,
-            memory.MemoryCreateRequest,
+            memory_schemas.MemoryCreateRequest,
         ],
         {chat.PATH: chat.OPENAPI},
     )
