@@ -20,6 +20,7 @@ from app.lifespan import AppState
 from app.memory.service import MemoryService
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
 from app.orchestrator.service import Orchestrator
+from app.routing.review import ReviewService
 from app.settings import Settings
 from app.tools.service import Tools
 
@@ -53,6 +54,17 @@ async def get_memory(request: Request, _: Annotated[Principal, Depends(api_calle
     memory = app_state(request).memory
     memory.require_enabled()
     return memory
+
+
+async def get_review(request: Request) -> ReviewService:
+    """The human-review queue of routing; 503 naming the flags while it is off."""
+    review = app_state(request).routing.review
+    if review is None:
+        raise ServiceUnavailable(
+            "The human-review queue is off: it needs ORCH_ORCHESTRATOR_MODE=advanced and ORCH_INTENT_HITL_ENABLED=1.",
+            code="review_queue_disabled",
+        )
+    return review
 
 
 def request_id(request: Request) -> str:
@@ -170,6 +182,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 ToolsDep = Annotated[Tools, Depends(get_tools)]
 MemoryDep = Annotated[MemoryService, Depends(get_memory)]
+ReviewDep = Annotated[ReviewService, Depends(get_review)]
 AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]

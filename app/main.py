@@ -27,6 +27,7 @@ from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
 from app.schemas import memory as memory_schemas
+from app.schemas import review as review_schemas
 from app.schemas import tools as tools_schemas
 from app.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
@@ -88,7 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
             *chat.MODELS,
             echo.EchoRequest,
             trust.AuditRequest,
-            review.ResolveRequest,
+            review_schemas.ResolveRequest,
             *tools_schemas.MODELS,
             memory_schemas.MemoryCreateRequest,
         ],
