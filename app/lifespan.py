@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from app.agents.service import AgentsService
 from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
@@ -68,6 +69,7 @@ class AppState:
     routing: Routing  # agents, the router, the review queue
     tools: Tools  # registry, tool policy, approvals, sandbox, the guarded runner
     memory: MemoryService  # the memory gate, recall, the caller's entries
+    agents: AgentsService  # the agents, as the routes and other faces list and find them
     retention: RetentionJob | None = None  # the receipts' retention job, when a policy is set
 
 
@@ -379,6 +381,7 @@ def lifespan_for(
                 routing=routing,
                 tools=tools,
                 memory=memory,
+                agents=AgentsService(routing.agents),
                 retention=retention,
             )
             log.info(
