@@ -26,7 +26,6 @@ from app.orchestrator.service import Orchestrator
 from app.orchestrator.turn import CallContext
 from app.routing.review import ReviewService
 from app.schemas.chat import ChatCompletionRequest
-from app.settings import Settings
 from app.tools.service import Tools
 
 
@@ -39,10 +38,6 @@ def app_state(request: Request) -> AppState:
 
 async def get_state(request: Request) -> AppState:
     return app_state(request)
-
-
-async def get_settings(request: Request) -> Settings:
-    return app_state(request).settings
 
 
 async def get_orchestrator(request: Request) -> Orchestrator:
@@ -74,6 +69,14 @@ async def get_review(request: Request) -> ReviewService:
             code="review_queue_disabled",
         )
     return review
+
+
+def is_our_token(scope: Scope, value: str) -> bool:
+    """Whether ``value`` is one of the bearer tokens the service accepts (owner, principals,
+    approver); the request middleware asks, so that a token sent as X-Request-ID is not echoed."""
+    # None before the lifespan has opened the state: nothing is a token yet.
+    state: AppState | None = getattr(scope["app"].state, "orch", None)
+    return state is not None and state.authenticator.identify(f"Bearer {value}") is not None
 
 
 def request_id(request: Request) -> str:
@@ -222,7 +225,6 @@ async def approver(request: Request) -> Principal:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
 ToolsDep = Annotated[Tools, Depends(get_tools)]
 MemoryDep = Annotated[MemoryService, Depends(get_memory)]

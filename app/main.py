@@ -22,6 +22,7 @@ from app.api import agents, chat, echo, health, memory, models, review, tools, t
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.db.migrations import SchemaTooNew
+from app.deps import is_our_token
 from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         metrics=metrics,
         otel=settings.otel_enabled,
+        is_token=is_our_token,
     )
     install_error_handlers(app)
     mount_routes(
