@@ -1,4 +1,7 @@
-"""Dependencies and their ``Annotated`` aliases: how routers reach the app state and the caller.
+"""Dependencies and their ``Annotated`` aliases: how routers reach the services and the caller.
+
+Routers take one service per resource (``ToolsDep``, ``MemoryDep``, ``ReviewDep``, ``AgentsDep``)
+and the principal; only this module reads ``request.app.state``.
 
 The caller is derived once per request, here: the API switch, bearer auth and the rate limit are
 one dependency so that a protected route pays for a single dependency call.
@@ -10,13 +13,20 @@ from ipaddress import ip_address
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
+from app.agents.service import AgentsService
+from app.agents.stage import agent_from_model
 from app.auth import ANONYMOUS, ROLE_APPROVER, ROLE_CALLER, Principal
-from app.errors import AuthenticationFailed, PermissionDenied, RateLimited, ServiceUnavailable
+from app.errors import AuthenticationFailed, InvalidRequest, PermissionDenied, RateLimited, ServiceUnavailable
 from app.lifespan import AppState
+from app.memory.service import MemoryService
 from app.observability.middleware import STATE_PRINCIPAL, STATE_REQUEST_ID, add_response_headers
 from app.orchestrator.service import Orchestrator
-from app.settings import Settings
+from app.orchestrator.turn import CallContext
+from app.routing.review import ReviewService
+from app.schemas.chat import ChatCompletionRequest
+from app.tools.service import Tools
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread
@@ -30,17 +40,83 @@ async def get_state(request: Request) -> AppState:
     return app_state(request)
 
 
-async def get_settings(request: Request) -> Settings:
-    return app_state(request).settings
-
-
 async def get_orchestrator(request: Request) -> Orchestrator:
     return app_state(request).orchestrator
+
+
+async def get_tools(request: Request) -> Tools:
+    return app_state(request).tools
+
+
+async def get_memory(request: Request, _: Annotated[Principal, Depends(api_caller)]) -> MemoryService:
+    """The memory service, once the caller is known: with memory off, 503 naming the flag (after
+    auth, so that strangers cannot tell)."""
+    memory = app_state(request).memory
+    memory.require_enabled()
+    return memory
+
+
+async def get_agents(request: Request) -> AgentsService:
+    return app_state(request).agents
+
+
+async def get_review(request: Request) -> ReviewService:
+    """The human-review queue of routing; 503 naming the flags while it is off."""
+    review = app_state(request).routing.review
+    if review is None:
+        raise ServiceUnavailable(
+            "The human-review queue is off: it needs ORCH_ORCHESTRATOR_MODE=advanced and ORCH_INTENT_HITL_ENABLED=1.",
+            code="review_queue_disabled",
+        )
+    return review
+
+
+def is_our_token(scope: Scope, value: str) -> bool:
+    """Whether ``value`` is one of the bearer tokens the service accepts (owner, principals,
+    approver); the request middleware asks, so that a token sent as X-Request-ID is not echoed."""
+    # None before the lifespan has opened the state: nothing is a token yet.
+    state: AppState | None = getattr(scope["app"].state, "orch", None)
+    return state is not None and state.authenticator.identify(f"Bearer {value}") is not None
 
 
 def request_id(request: Request) -> str:
     rid: str = request.scope["state"][STATE_REQUEST_ID]
     return rid
+
+
+_META_PREFIX = b"x-orch-meta-"
+_MAX_META_HEADERS = 32
+_MAX_META_VALUE = 256
+_DEBUG_VALUES = frozenset({"1", "true", "yes"})
+
+
+def metadata_headers(scope: Scope) -> dict[str, str]:
+    """``X-Orch-Meta-<key>: <value>`` headers as ``{key: value}`` (keys lower-cased, bounded)."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name.startswith(_META_PREFIX) and len(found) < _MAX_META_HEADERS:
+            key = name[len(_META_PREFIX) :].decode("latin-1")
+            if key:
+                found[key] = value.decode("latin-1")[:_MAX_META_VALUE]
+    return found
+
+
+def routing_context(request: Request, chat: ChatCompletionRequest, ctx: CallContext) -> None:
+    """What every chat route passes on for agents and routing: ``model: "agent:<name>"``,
+    ``?debug=1`` and the ``X-Orch-Meta-*`` headers (read only when the routing stage runs)."""
+    agent = agent_from_model(chat.model)
+    if agent is not None:
+        if ctx.agent is not None and agent.lower() != ctx.agent.lower():
+            raise InvalidRequest(
+                f"This route talks to agent '{ctx.agent}'; the model names agent '{agent[:64]}'.",
+                param="model",
+                code="agent_mismatch",
+            )
+        ctx.agent, chat.model = ctx.agent or agent, None
+    if request.scope["query_string"]:
+        ctx.debug = request.query_params.get("debug", "").lower() in _DEBUG_VALUES
+    if app_state(request).routing.active:
+        ctx.metadata = metadata_headers(request.scope)
 
 
 def client_address(request: Request, trusted_proxies: list[str]) -> str:
@@ -149,8 +225,11 @@ async def approver(request: Request) -> Principal:
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+ToolsDep = Annotated[Tools, Depends(get_tools)]
+MemoryDep = Annotated[MemoryService, Depends(get_memory)]
+ReviewDep = Annotated[ReviewService, Depends(get_review)]
+AgentsDep = Annotated[AgentsService, Depends(get_agents)]
 AuthenticatedDep = Annotated[Principal, Depends(authenticated)]
 CallerDep = Annotated[Principal, Depends(caller)]
 ApiCallerDep = Annotated[Principal, Depends(api_caller)]

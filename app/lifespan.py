@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
+from app.agents.service import AgentsService
 from app.auth import APPROVER_ID, OWNER_ID, ROLE_APPROVER, ROLE_CALLER, Authenticator, Principal, resolve_dev_token
 from app.db.connection import Database
 from app.db.registry import Databases
@@ -69,6 +70,7 @@ class AppState:
     routing: Routing  # agents, the router, the review queue
     tools: Tools  # registry, tool policy, approvals, sandbox, the guarded runner
     memory: MemoryService  # the memory gate, recall, the caller's entries
+    agents: AgentsService  # the agents, as the routes and other faces list and find them
     retention: RetentionJob | None = None  # the receipts' retention job, when a policy is set
 
 
@@ -268,7 +270,13 @@ async def open_receipts(
 
 
 async def open_memory(
-    settings: Settings, *, databases: Databases, readiness: Readiness, metrics: Metrics, stack: AsyncExitStack
+    settings: Settings,
+    *,
+    databases: Databases,
+    readiness: Readiness,
+    metrics: Metrics,
+    tracer: Tracer,
+    stack: AsyncExitStack,
 ) -> MemoryService:
     """The memory store (only when ORCH_MEMORY_ENABLED=1: no file is created otherwise) and its
     TTL purge task, stopped before the databases close."""
@@ -278,7 +286,7 @@ async def open_memory(
         store = MemoryStore(db, dedupe_window_seconds=settings.memory_dedupe_window_minutes * 60)
         await store.migrate()
         readiness.add("memory_database", database_check(db))
-    memory = MemoryService(store, settings, metrics)
+    memory = MemoryService(store, settings, metrics, tracer=tracer)
     await memory.start()
     stack.push_async_callback(memory.stop)
     return memory
@@ -330,7 +338,7 @@ def lifespan_for(
 
             # Tools: registry, tool policy, approvals, sandbox, the guarded runner.
             approvals_db = await open_database(databases, settings.tool_approval_db_path)
-            tools = await open_tools(settings, approvals_db, policies, tracing=tracer.enabled)
+            tools = await open_tools(settings, approvals_db, policies, tracer=tracer)
             stack.push_async_callback(tools.aclose)
             tools.add_readiness(readiness, required=settings.tool_sandbox_required)
 
@@ -357,7 +365,9 @@ def lifespan_for(
                     tool_catalog={spec.name: spec.description for spec in tools.registry.specs()},
                     tool_policy=tools.policy,
                 )
-            memory = await open_memory(settings, databases=databases, readiness=readiness, metrics=metrics, stack=stack)
+            memory = await open_memory(
+                settings, databases=databases, readiness=readiness, metrics=metrics, tracer=tracer, stack=stack
+            )
             orchestrator = Orchestrator(
                 provider=provider,
                 default_model=default_model,
@@ -385,6 +395,7 @@ def lifespan_for(
                 routing=routing,
                 tools=tools,
                 memory=memory,
+                agents=AgentsService(routing.agents),
                 retention=retention,
             )
             log.info(

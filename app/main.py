@@ -22,10 +22,14 @@ from app.api import agents, chat, echo, health, memory, models, review, tools, t
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_openapi
 from app.db.migrations import SchemaTooNew
+from app.deps import is_our_token
 from app.lifespan import StartupError, lifespan_for
 from app.observability.logging import configure_logging
 from app.observability.metrics import Metrics
 from app.observability.middleware import RequestContextMiddleware
+from app.schemas import memory as memory_schemas
+from app.schemas import review as review_schemas
+from app.schemas import tools as tools_schemas
 from app.settings import ConfigError, Settings, exit_on_config_error, load_settings
 
 DESCRIPTION = (
@@ -64,6 +68,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_request_bytes=settings.max_request_bytes,
         metrics=metrics,
         otel=settings.otel_enabled,
+        is_token=is_our_token,
     )
     install_error_handlers(app)
     mount_routes(
@@ -86,9 +91,9 @@ def create_app(settings: Settings) -> FastAPI:
             *chat.MODELS,
             echo.EchoRequest,
             trust.AuditRequest,
-            review.ResolveRequest,
-            *tools.MODELS,
-            memory.MemoryCreateRequest,
+            review_schemas.ResolveRequest,
+            *tools_schemas.MODELS,
+            memory_schemas.MemoryCreateRequest,
         ],
         {chat.PATH: chat.OPENAPI},
     )

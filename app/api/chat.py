@@ -19,10 +19,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from app.api.agents import routing_context
 from app.api.body import disconnect_signal, read_model
 from app.api.openapi import body_ref, response_ref
-from app.deps import api_caller, app_state, request_id
+from app.deps import api_caller, app_state, request_id, routing_context
 from app.orchestrator.sse import STREAM_HEADERS
 from app.orchestrator.turn import CallContext
 from app.schemas.chat import ChatCompletion, ChatCompletionRequest

@@ -9,47 +9,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query, Request
 
 from app.api.body import read_json_object, validate
 from app.api.openapi import CONFLICT, json_body_doc
-from app.deps import ApiCallerOrApproverDep, ApproverDep, StateDep
-from app.errors import ServiceUnavailable
-from app.routing.review import ReviewService
+from app.deps import ApiCallerOrApproverDep, ApproverDep, ReviewDep
+from app.schemas.review import ResolveRequest
 
 router = APIRouter(prefix="/v1", tags=["review"])
 
 MAX_LIST = 500
 
 
-async def review_service(state: StateDep) -> ReviewService:
-    review = state.routing.review
-    if review is None:
-        raise ServiceUnavailable(
-            "The human-review queue is off: it needs ORCH_ORCHESTRATOR_MODE=advanced and ORCH_INTENT_HITL_ENABLED=1.",
-            code="review_queue_disabled",
-        )
-    return review
-
-
-ReviewDep = Annotated[ReviewService, Depends(review_service)]
 ItemId = Annotated[str, Path(min_length=1, max_length=64)]
-
-
-class ResolveRequest(BaseModel):
-    # A misspelt field ("notes") is refused rather than dropped, as on the other request bodies.
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"route": "provider", "note": "a general question: the model answers"}]},
-    )
-
-    route: str = Field(
-        min_length=1,
-        max_length=300,
-        description="provider, tool:<name>, model:<name>, agent:<name>, or reject.",
-    )
-    note: str | None = Field(default=None, max_length=1000)
 
 
 @router.get("/review", summary="The review queue (approver)")

@@ -12,10 +12,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import InternalError, InvalidRequest, NotFound, OrchestratorError, PermissionDenied, ServiceUnavailable
 from app.memory.gate import (
     ALLOW_DEDUPE_UPDATE,
     DENY_ERROR,
     DENY_FEATURE_DISABLED,
+    DENY_POLICY_WRITE_DISABLED,
+    DENY_SCRUBBED_TOO_SHORT,
+    DENY_SENSITIVE_CONTENT,
     REASONS,
     GateConfig,
     Verdict,
@@ -28,11 +32,19 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.orchestrator.turn import Turn
 from app.receipts.steps import MemoryDecisionStep
-from app.receipts.tracer import Trace
+from app.receipts.tracer import Trace, Tracer
+from app.schemas.memory import MemoryDeleted, MemoryDeletedAll, MemoryPage
 from app.scrub import redact_text
 from app.settings import Settings
 
 log = get_logger("memory")
+
+ROUTE = "/v1/memory"  # the route the resource's receipts are recorded under, whichever face called
+
+
+def _not_found(memory_id: str) -> NotFound:
+    return NotFound(f"No memory '{memory_id}'.", param="memory_id", code="memory_not_found")
+
 
 RECALL_HEADER = "Memories the user asked you to keep (most relevant first; use them if they help answer the request):"
 # The decision every chat gets while the gate is off: built once, shared (never mutated).
@@ -75,10 +87,19 @@ def gate_config(settings: Settings) -> GateConfig:
 
 
 class MemoryService:
-    """Capture through the gate, recall, and the caller's right to see and erase."""
+    """Capture through the gate, recall, and the caller's right to see and erase.
 
-    def __init__(self, store: MemoryStore | None, settings: Settings, metrics: Metrics | None = None) -> None:
+    The operations of the memory resource (``require_enabled``, ``list_page``, ``read``,
+    ``remember``, ``forget``, ``forget_all``) are what every face calls: they raise
+    :class:`~app.errors.OrchestratorError` subclasses and record their own receipts.
+    """
+
+    def __init__(
+        self, store: MemoryStore | None, settings: Settings, metrics: Metrics | None = None, *, tracer: Tracer
+    ) -> None:
         self.store = store
+        self.tracer = tracer
+        self.enabled = settings.memory_enabled and store is not None
         # Labels are the taxonomy (nine values); children are bound once, off the request path.
         self._decided: dict[str, Any] = {}
         self._purged: Any = None
@@ -213,6 +234,111 @@ class MemoryService:
         count = await self._store().delete_all(owner_hash(principal))
         trace.step("memory_delete", {"count": count, "all": True})
         return count
+
+    # --- the memory resource, as every face calls it ---------------------------------------
+    def require_enabled(self) -> None:
+        """503 naming the flag while memory is off (callers check it after auth, so that
+        strangers cannot tell)."""
+        if not self.enabled:
+            raise ServiceUnavailable("Memory is disabled (ORCH_MEMORY_ENABLED=0).", code="memory_disabled")
+
+    async def list_page(self, principal: str, *, limit: int, after: str | None) -> MemoryPage:
+        """One page of the caller's memories, oldest first."""
+        entries, more = await self.page(principal, limit=limit, after=after)
+        data = [entry.as_dict() for entry in entries]
+        return MemoryPage(
+            data=data,
+            first_id=data[0]["id"] if data else None,
+            last_id=data[-1]["id"] if data else None,
+            has_more=more,
+        )
+
+    async def read(self, principal: str, memory_id: str) -> dict[str, Any]:
+        """One of the caller's memories; another caller's is as missing as an unknown id (404)."""
+        entry = await self.get(principal, memory_id)
+        if entry is None:
+            raise _not_found(memory_id)
+        return entry.as_dict()
+
+    def _receipt(self, request_id: str, principal: str, route: str) -> Trace:
+        return self.tracer.begin(route=route, request_id=request_id, principal=principal, stream=False)
+
+    async def forget(self, principal: str, memory_id: str, *, request_id: str) -> MemoryDeleted:
+        """Delete one of the caller's memories (really deleted), with its receipt."""
+        trace = self._receipt(request_id, principal, ROUTE + "/{memory_id}")
+        try:
+            deleted = await self.delete(principal, memory_id, trace)
+        finally:
+            trace.end()
+        if not deleted:
+            raise _not_found(memory_id)
+        return MemoryDeleted(id=memory_id, deleted=True, request_id=trace.id)
+
+    async def forget_all(self, principal: str, *, request_id: str) -> MemoryDeletedAll:
+        """Delete every memory of the caller, with its receipt."""
+        trace = self._receipt(request_id, principal, ROUTE)
+        try:
+            count = await self.delete_all(principal, trace)
+        finally:
+            trace.end()
+        return MemoryDeletedAll(deleted=count, request_id=trace.id)
+
+    async def remember(
+        self, content: str, *, principal: str, conversation_id: str | None, request_id: str
+    ) -> tuple[dict[str, Any], bool]:
+        """Store one memory explicitly through the gate (same scrubbing and decisions as chat
+        capture): the body, and whether it is new (False: the same content was refreshed).
+
+        A refusal by the gate is an error naming its reason, with the decision in its ``extra``.
+        """
+        trace = self._receipt(request_id, principal, ROUTE)
+        try:
+            outcome = await self.capture(
+                content, principal=principal, conversation_id=conversation_id, source="api", trace=trace, explicit=True
+            )
+        finally:
+            trace.end()
+        decision = outcome.response()
+        extra = {"memory_decision": decision, "request_id": trace.id}
+        if outcome.candidate_id is not None:
+            entry = await self.get(principal, outcome.candidate_id)
+            payload = {
+                "memory_decision": decision,
+                "memory": entry.as_dict() if entry else None,
+                "request_id": trace.id,
+            }
+            return payload, decision["reason"] != ALLOW_DEDUPE_UPDATE
+        raise self._refusal(outcome.reason, extra)
+
+    def _refusal(self, reason: str, extra: dict[str, Any]) -> OrchestratorError:
+        if reason == DENY_SENSITIVE_CONTENT:
+            return InvalidRequest(
+                "The content looks like it contains a credential (a key, token or password); nothing was stored.",
+                param="content",
+                code="sensitive_content",
+                extra=extra,
+            )
+        if reason == DENY_SCRUBBED_TOO_SHORT:
+            return InvalidRequest(
+                f"After scrubbing, the content is shorter than {self.config.min_chars} characters "
+                "(ORCH_MEMORY_MIN_CHARS); nothing was stored.",
+                param="content",
+                code="scrubbed_too_short",
+                extra=extra,
+            )
+        if reason == DENY_POLICY_WRITE_DISABLED:
+            return PermissionDenied(
+                "Memory writes are off (ORCH_MEMORY_WRITE_POLICY=off).", code="memory_write_disabled", extra=extra
+            )
+        if reason == DENY_FEATURE_DISABLED:
+            return ServiceUnavailable(
+                "Memory capture is disabled (ORCH_MEMORY_CAPTURE_ENABLED=0).",
+                code="memory_capture_disabled",
+                extra=extra,
+            )
+        if reason == DENY_ERROR:
+            return InternalError("The memory could not be stored.", code="memory_error", extra=extra)
+        return InternalError(f"Unexpected memory decision {reason}.", extra=extra)  # pragma: no cover
 
     # --- TTL -------------------------------------------------------------------------------
     async def purge_once(self) -> int:

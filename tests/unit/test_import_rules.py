@@ -1,8 +1,10 @@
-"""The import rules of the chat pipeline, read from the source with ast (nothing is imported).
+"""The import rules of the chat pipeline and of the routers, read from the source with ast
+(nothing is imported).
 
 The pipeline's contract (:mod:`app.orchestrator.turn`) is what feature packages import; the
 pipeline that runs it (:mod:`app.orchestrator.service`) is imported only by the code that wires
-the app, so the arrows point from the pipeline to the features and never back up.
+the app, so the arrows point from the pipeline to the features and never back up. Routers call
+services handed out by app/deps.py: none imports another router or reads the app's state.
 """
 
 from __future__ import annotations
@@ -107,3 +109,77 @@ def test_the_walk_sees_every_form_of_import(tmp_path: Path) -> None:
         path = tmp_path / "app" / "memory" / f"m{index}.py"
         path.write_text(source + "\n")
         assert SERVICE in set(imported_modules(path, tmp_path)), source
+
+
+# The routers (one per resource or wire face) and the helpers they share.
+API = APP / "api"
+ROUTER_HELPERS = frozenset({"__init__", "body", "errors", "openapi"})
+
+
+def routers() -> list[Path]:
+    return sorted(path for path in API.glob("*.py") if path.stem not in ROUTER_HELPERS)
+
+
+def test_there_are_routers_to_check() -> None:
+    names = {path.stem for path in routers()}
+    assert {"chat", "tools", "memory", "review", "agents"} <= names, names
+
+
+def test_no_router_imports_another_router() -> None:
+    """What two routers share lives in a service or in app/deps.py, never in a router."""
+    router_modules = {f"app.api.{path.stem}" for path in routers()}
+    offenders: dict[str, list[str]] = {}
+    for path in routers():
+        own = f"app.api.{path.stem}"
+        wrong = sorted(
+            name
+            for name in set(imported_modules(path))
+            if name != own and any(name == other or name.startswith(other + ".") for other in router_modules)
+        )
+        if wrong:
+            offenders[path.relative_to(ROOT).as_posix()] = wrong
+    assert not offenders, offenders
+
+
+def _state_reads(path: Path) -> list[str]:
+    """``<x>.app.state``, ``<x>.orch`` and ``getattr(<x>, "orch")`` in a module: reaching into the
+    app's state directly."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr":
+            if any(isinstance(arg, ast.Constant) and arg.value in ("orch", "state") for arg in node.args[1:2]):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+            continue
+        if not isinstance(node, ast.Attribute):
+            continue
+        if node.attr == "orch" or (
+            node.attr == "state" and isinstance(node.value, ast.Attribute) and node.value.attr == "app"
+        ):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_router_reads_the_app_state_directly() -> None:
+    """Routers take services through the app/deps.py aliases (ToolsDep, MemoryDep, ...)."""
+    offenders = {path.relative_to(ROOT).as_posix(): found for path in routers() if (found := _state_reads(path))}
+    assert not offenders, offenders
+
+
+def test_observability_does_not_reach_into_the_app_state() -> None:
+    """The middleware is handed what it needs (the token check) by create_app."""
+    offenders = {
+        path.relative_to(ROOT).as_posix(): found
+        for path in sorted((APP / "observability").glob("*.py"))
+        if (found := _state_reads(path))
+    }
+    assert not offenders, offenders
+
+
+def test_the_state_reader_finds_a_direct_read(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "def f(request, scope):\n"
+        "    getattr(getattr(scope['app'], 'state', None), 'orch', None)\n"
+        "    return request.app.state.orch.routing.active\n"
+    )
+    assert len(_state_reads(probe)) == 4
