@@ -268,3 +268,30 @@ def verify_trace(
     if not entry_check.ok:
         return mismatch(entry_check.detail)
     return verdict
+
+
+def verify_record(
+    trace_id: str,
+    trace: Mapping[str, Any] | None,
+    steps: Sequence[Mapping[str, Any]],
+    entry: Mapping[str, Any] | None,
+) -> Verdict:
+    """A stored trace's verdict from what the database holds of it: its record (whose columns are
+    checked against what is hashed), its steps and its ledger entry."""
+    if trace is None:
+        if entry is not None:
+            return Verdict(
+                False, "trace_deleted", None, len(steps), None, "the ledger lists this trace but its record is gone"
+            )
+        return Verdict(False, "chain_broken", None, len(steps), None, "the trace record is missing")
+    return verify_trace(
+        trace_id,
+        steps,
+        ledger_entry=entry,
+        finished=trace.get("finished_at") is not None,
+        recorded_count=trace.get("step_count"),
+        recorded_head=trace.get("head_hash"),
+        recorded_principal=trace.get("principal"),
+        recorded_finish=trace.get("finished_at"),
+        recorded_ledger_seq=trace.get("ledger_seq"),
+    )

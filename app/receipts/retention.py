@@ -49,7 +49,7 @@ from app.db.connection import Database, Row, SqliteDatabase, SqliteTransaction, 
 from app.db.migrations import Migration, migrate
 from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
-from app.receipts.chain import Verdict, canonical, verify_ledger, verify_trace
+from app.receipts.chain import Verdict, canonical, verify_ledger, verify_record
 from app.receipts.notes import NoteError, Signer, Verifier, open_note, split_note
 
 log = get_logger("tracing")
@@ -163,19 +163,7 @@ class Candidate:
 
 def _verdict(entry: Row, trace: Row | None, steps: list[Row]) -> Verdict:
     """The trace's verdict as GET /v1/trust/verify gives it for an unpruned trace."""
-    trace_id = str(entry["trace_id"])
-    if trace is None:
-        if steps:
-            return Verdict(False, "chain_broken", None, len(steps), None, "the trace record is missing")
-        return Verdict(False, "trace_deleted", None, 0, None, "the ledger lists this trace but its record is gone")
-    return verify_trace(
-        trace_id,
-        steps,
-        ledger_entry=entry,
-        finished=trace.get("finished_at") is not None,
-        recorded_count=trace.get("step_count"),
-        recorded_head=trace.get("head_hash"),
-    )
+    return verify_record(str(entry["trace_id"]), trace, steps, entry)
 
 
 def _request_payload(steps: Sequence[Row]) -> Any:

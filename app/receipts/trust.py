@@ -13,7 +13,7 @@ import orjson
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
 from app.policies import PolicySnapshot
 from app.receipts import attest
-from app.receipts.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_trace
+from app.receipts.chain import GENESIS, Verdict, entry_canonical, request_principal, verify_ledger, verify_record
 from app.receipts.checkpoints import Checkpointer, checkpoint_view
 from app.receipts.logcheck import LogProblem, check_log, open_checkpoint, witness_tail
 from app.receipts.merkle import (
@@ -202,23 +202,7 @@ class TrustService:
     ) -> Verdict:
         if trace is not None and "pruned_at" in trace:
             return pruned_verdict(trace, steps, entry)
-        if trace is None:
-            if entry is not None:
-                return Verdict(
-                    False, "trace_deleted", None, len(steps), None, "the ledger lists this trace but its record is gone"
-                )
-            return Verdict(False, "chain_broken", None, len(steps), None, "the trace record is missing")
-        return verify_trace(
-            trace_id,
-            steps,
-            ledger_entry=entry,
-            finished=trace.get("finished_at") is not None,
-            recorded_count=trace.get("step_count"),
-            recorded_head=trace.get("head_hash"),
-            recorded_principal=trace.get("principal"),
-            recorded_finish=trace.get("finished_at"),
-            recorded_ledger_seq=trace.get("ledger_seq"),
-        )
+        return verify_record(trace_id, trace, steps, entry)
 
     async def _checked(
         self, trace_id: str, trace: dict[str, Any] | None, steps: list[dict[str, Any]], entry: dict[str, Any] | None

@@ -129,10 +129,13 @@ async def test_a_trace_deleted_before_the_prune_stays_deleted(
         await backend.execute(
             "UPDATE trace_steps SET step_json = REPLACE(step_json, 'demo', 'evil') WHERE trace_id = $1", ids[4]
         )
+        # A column the hashes hold: the owner changed in the record is caught before the prune too.
+        await backend.execute("UPDATE traces SET principal = 'alice' WHERE id = $1", ids[5])
         job = job_of(state)
         job.clock = days_later(2)
         assert (await job.run_once()).traces == 6
         assert (await verify(client, ids[0]))["reason"] == "pruned"
+        assert (await verify(client, ids[5]))["reason"] == "principal_mismatch"
         deleted = await verify(client, ids[2])
         assert deleted["reason"] == "trace_deleted" and "already trace_deleted" in deleted["detail"]
         assert (await verify(client, ids[4]))["reason"] == "chain_broken"
