@@ -7,7 +7,6 @@ used) and every deletion (``memory_delete``, counts and id hashes), never a memo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from app.receipts.tracer import Trace, Tracer
 from app.schemas.memory import MemoryDeleted, MemoryDeletedAll, MemoryPage
 from app.scrub import redact_text
 from app.settings import Settings
+from app.tasks import cancel_and_wait
 
 log = get_logger("memory")
 
@@ -367,11 +367,8 @@ class MemoryService:
         self._purger = asyncio.create_task(self._purge_loop(), name="memory-purge")
 
     async def stop(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
+        await cancel_and_wait(self._purger)
+        self._purger = None
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> tuple[int, str] | None:

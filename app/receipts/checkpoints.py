@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import time
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import orjson
 from app.observability.logging import get_logger
 from app.receipts.notes import NoteError, Signer, checkpoint_body
 from app.receipts.store import TraceStore, TreeIncomplete
+from app.tasks import cancel_and_wait
 
 log = get_logger("tracing")
 
@@ -103,11 +103,8 @@ class Checkpointer:
 
     async def stop(self) -> None:
         """Stop the loop, then sign what the drained writer committed last."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._sign_logged()
 
     async def _run(self) -> None:

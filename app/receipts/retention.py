@@ -31,7 +31,6 @@ Postgres: batched DELETEs; reclaiming the space is autovacuum's job.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import math
 import os
@@ -51,6 +50,7 @@ from app.observability.logging import get_logger
 from app.observability.metrics import Metrics
 from app.receipts.chain import Verdict, canonical, verify_ledger, verify_record
 from app.receipts.notes import NoteError, Signer, Verifier, open_note, split_note
+from app.tasks import cancel_and_wait
 
 log = get_logger("tracing")
 
@@ -450,11 +450,8 @@ class RetentionJob:
 
     async def stop(self) -> None:
         """Stop between statements: a batch under way rolls back and is pruned next time."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -40,6 +40,7 @@ import aiohttp
 from aiodocker.containers import DockerContainer
 
 from app.observability.logging import get_logger
+from app.tasks import cancel_and_wait
 
 log = get_logger("sandbox")
 
@@ -256,10 +257,7 @@ class DockerSandbox:
     async def aclose(self) -> None:
         self._closing = True
         self._wanted.set()
-        if self._refill_task is not None:
-            self._refill_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refill_task
+        await cancel_and_wait(self._refill_task)
         while self._pool:
             self._dispose(self._pool.popleft()[0])
         if self._disposals:
